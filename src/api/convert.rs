@@ -1,0 +1,54 @@
+//! Domain records to protobuf messages.
+
+use prost_types::Timestamp;
+
+use crate::backup::record::{BackupRecord, BackupStatus, Trigger};
+use crate::proto;
+
+fn timestamp(t: &chrono::DateTime<chrono::Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn status(s: BackupStatus) -> proto::BackupStatus {
+    match s {
+        BackupStatus::Pending => proto::BackupStatus::Pending,
+        BackupStatus::Running => proto::BackupStatus::Running,
+        BackupStatus::Completed => proto::BackupStatus::Completed,
+        BackupStatus::Failed => proto::BackupStatus::Failed,
+    }
+}
+
+pub fn backup(r: BackupRecord) -> proto::Backup {
+    proto::Backup {
+        backup_id: r.backup_id,
+        filename: r.filename,
+        size: r.size,
+        cloudinary_url: r.cloudinary_url,
+        created_at: Some(timestamp(&r.created_at)),
+        description: r.description,
+        status: status(r.status) as i32,
+        error: r.error,
+        sha256: r.sha256,
+        include_documents: r.include_documents,
+        row_counts: r.row_counts.into_iter().collect(),
+        progress: Some(proto::BackupProgress {
+            rows_done: r.progress.rows_done,
+            bytes_written: r.progress.bytes_written,
+            tables_done: r.progress.tables_done,
+            tables_total: r.progress.tables_total,
+            current_table: r.progress.current_table,
+        }),
+        completed_at: r.completed_at.as_ref().map(timestamp),
+        trigger: match r.trigger {
+            Trigger::Manual => "manual",
+            Trigger::Scheduled => "scheduled",
+        }
+        .to_string(),
+        source_engine: r.source_engine,
+        source_version: r.source_version,
+        format_version: r.format_version,
+    }
+}

@@ -1,0 +1,129 @@
+//! One backup job: database snapshot -> file writer -> storage, then the
+//! manifest. Runs as its own task so it finishes even if the caller leaves.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use super::Backups;
+use super::catalog::{Manifest, manifest_name};
+use super::record::{BackupRecord, BackupStatus, Progress, format_time};
+use crate::error::{Error, Result};
+use crate::format::DocumentsInfo;
+use crate::format::writer::{BackupFileWriter, FileIdentity, WrittenFile};
+
+/// Registers the record as running and starts the job; the receiver gets the
+/// final record.
+pub fn spawn(core: Arc<Backups>, record: BackupRecord) -> oneshot::Receiver<BackupRecord> {
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    core.catalog.put_running(record.clone(), progress.clone());
+    let (done_tx, done_rx) = oneshot::channel();
+    let span = tracing::info_span!("backup_job", backup_id = %record.backup_id);
+    tokio::spawn(
+        async move {
+            let started = std::time::Instant::now();
+            let finished = run(&core, record, progress).await;
+            match finished.status {
+                BackupStatus::Completed => tracing::info!(
+                    size = finished.size,
+                    rows = finished.progress.rows_done,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "backup completed"
+                ),
+                _ => tracing::error!(error = %finished.error, "backup failed"),
+            }
+            let _ = done_tx.send(finished);
+        }
+        .instrument(span),
+    );
+    done_rx
+}
+
+async fn run(
+    core: &Backups,
+    mut record: BackupRecord,
+    progress: Arc<Mutex<Progress>>,
+) -> BackupRecord {
+    match write_file(core, &record, progress.clone()).await {
+        Ok(written) => {
+            record.status = BackupStatus::Completed;
+            record.size = written.size;
+            record.sha256 = written.sha256;
+            record.row_counts = written.row_counts;
+            record.cloudinary_url = written.stored.url;
+            record.source_engine = written.source.engine;
+            record.source_version = written.source.server_version;
+            record.format_version = crate::format::FORMAT_VERSION;
+            record.completed_at = Some(chrono::Utc::now());
+            record.progress = progress.lock().map(|p| p.clone()).unwrap_or_default();
+            if let Err(e) = save_manifest(core, &record).await {
+                // Without a manifest the data cannot be found again: remove it.
+                let _ = core.storage.delete(&record.object_name).await;
+                fail(&mut record, e);
+            }
+        }
+        Err(e) => fail(&mut record, e),
+    }
+    if record.status == BackupStatus::Failed {
+        record.progress = progress.lock().map(|p| p.clone()).unwrap_or_default();
+        // A failed attempt keeps its record (no data) so it can be inspected.
+        if let Err(e) = save_manifest(core, &record).await {
+            tracing::warn!(error = %e, "could not store the failed backup's manifest");
+        }
+    }
+    core.catalog.put(record.clone());
+    record
+}
+
+fn fail(record: &mut BackupRecord, error: Error) {
+    record.status = BackupStatus::Failed;
+    record.error = error.message;
+    record.size = 0;
+    record.sha256.clear();
+    record.completed_at = Some(chrono::Utc::now());
+}
+
+async fn save_manifest(core: &Backups, record: &BackupRecord) -> Result<()> {
+    let id = record
+        .id()
+        .ok_or_else(|| Error::internal("record with an invalid id"))?;
+    core.storage
+        .put_small(&manifest_name(&id), Manifest::encode(record)?)
+        .await
+}
+
+async fn write_file(
+    core: &Backups,
+    record: &BackupRecord,
+    progress: Arc<Mutex<Progress>>,
+) -> Result<WrittenFile> {
+    let object = core
+        .storage
+        .create(&record.object_name)
+        .await
+        .map_err(|e| e.context("creating backup file"))?;
+    let identity = FileIdentity {
+        backup_id: record.backup_id.clone(),
+        created_at: format_time(&record.created_at),
+        description: record.description.clone(),
+        include_documents: record.include_documents,
+        documents: DocumentsInfo {
+            included: false,
+            count: 0,
+            note: if record.include_documents {
+                "no document columns are configured".into()
+            } else {
+                "documents were not requested (includeDocuments=false)".into()
+            },
+        },
+    };
+    let mut writer = BackupFileWriter::new(object, identity, progress);
+    match core.source.dump(&mut writer).await {
+        Ok(()) => writer.finish().await,
+        Err(e) => {
+            writer.abort().await;
+            Err(e.context("reading database"))
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The domain core: creating, listing, reading, downloading and deleting
+//! backups. Transports call `Backups`; nothing here knows gRPC or HTTP.
+
+pub mod catalog;
+pub mod id;
+pub mod job;
+pub mod record;
+
+use std::sync::Arc;
+
+use base64::Engine;
+
+use crate::error::{Error, Result};
+use crate::source::Source;
+use crate::storage::{ByteStream, Storage};
+use catalog::Catalog;
+use id::{BackupId, IdGenerator};
+use record::{BackupRecord, BackupStatus, Trigger};
+
+pub const MAX_DESCRIPTION_CHARS: usize = 1000;
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// Who asked: filled in from the verified token by the transport.
+#[derive(Debug, Clone, Default)]
+pub struct Principal {
+    pub user_id: String,
+    pub email: String,
+    pub role: String,
+}
+
+impl Principal {
+    /// A short name for records and logs.
+    pub fn label(&self) -> String {
+        if !self.email.is_empty() {
+            self.email.clone()
+        } else if !self.user_id.is_empty() {
+            self.user_id.clone()
+        } else {
+            self.role.clone()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub description: String,
+    pub include_documents: Option<bool>,
+    /// Return at once (status RUNNING) instead of waiting.
+    pub run_async: bool,
+    pub trigger: Trigger,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    pub backups: Vec<BackupRecord>,
+    pub total: u64,
+    /// Completed backups: count and bytes.
+    pub completed_count: u64,
+    pub completed_bytes: u64,
+    pub next_page_token: String,
+}
+
+pub struct Download {
+    pub record: BackupRecord,
+    pub offset: u64,
+    pub stream: ByteStream,
+}
+
+pub struct Backups {
+    pub(crate) source: Arc<dyn Source>,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) catalog: Catalog,
+    ids: IdGenerator,
+}
+
+impl Backups {
+    /// Builds the core and rebuilds the catalog from storage.
+    pub async fn open(source: Arc<dyn Source>, storage: Arc<dyn Storage>) -> Result<Arc<Self>> {
+        let catalog = Catalog::load(storage.as_ref()).await?;
+        Ok(Arc::new(Self {
+            source,
+            storage,
+            catalog,
+            ids: IdGenerator::default(),
+        }))
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn source(&self) -> &Arc<dyn Source> {
+        &self.source
+    }
+
+    /// Starts a backup. Unless `run_async`, waits for it and returns the
+    /// finished record; the job finishes even if this future is dropped.
+    pub async fn create(
+        self: &Arc<Self>,
+        request: CreateRequest,
+        by: &Principal,
+    ) -> Result<BackupRecord> {
+        let chars = request.description.chars().count();
+        if chars > MAX_DESCRIPTION_CHARS {
+            return Err(Error::invalid(format!(
+                "description is {chars} characters long; at most {MAX_DESCRIPTION_CHARS} are allowed"
+            )));
+        }
+        let id = self.ids.next(|id| self.catalog.contains(id.as_str()));
+        let mut record = BackupRecord::new(
+            &id,
+            request.description,
+            request.include_documents.unwrap_or(true),
+        );
+        record.trigger = request.trigger;
+        record.created_by = by.label();
+        record.status = BackupStatus::Running;
+        let done = job::spawn(self.clone(), record.clone());
+        if request.run_async {
+            return self.get(id.as_str()).await;
+        }
+        let finished = done
+            .await
+            .map_err(|_| Error::internal("backup job ended unexpectedly"))?;
+        if finished.status == BackupStatus::Failed {
+            return Err(Error::internal(format!(
+                "backup {} failed: {}",
+                finished.backup_id, finished.error
+            )));
+        }
+        Ok(finished)
+    }
+
+    pub async fn get(&self, raw_id: &str) -> Result<BackupRecord> {
+        let id = BackupId::parse(raw_id)?;
+        self.catalog
+            .get(id.as_str())
+            .ok_or_else(|| Error::not_found(format!("backup {id} not found")))
+    }
+
+    pub async fn list(&self, page_size: usize, page_token: &str) -> Result<ListPage> {
+        let size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let before = if page_token.is_empty() {
+            None
+        } else {
+            Some(decode_page_token(page_token)?)
+        };
+        let (backups, more) = self
+            .catalog
+            .page(before.as_ref().map(|id| id.as_str()), size);
+        let next_page_token = match (more, backups.last()) {
+            (true, Some(last)) => encode_page_token(&last.backup_id),
+            _ => String::new(),
+        };
+        let stats = self.catalog.stats();
+        Ok(ListPage {
+            backups,
+            total: stats.total,
+            completed_count: stats.completed,
+            completed_bytes: stats.completed_bytes,
+            next_page_token,
+        })
+    }
+
+    /// Removes a backup's manifest, then its data.
+    pub async fn delete(&self, raw_id: &str) -> Result<BackupRecord> {
+        let id = BackupId::parse(raw_id)?;
+        let record = self
+            .catalog
+            .get(id.as_str())
+            .ok_or_else(|| Error::not_found(format!("backup {id} not found")))?;
+        if matches!(record.status, BackupStatus::Running | BackupStatus::Pending) {
+            return Err(Error::precondition(format!(
+                "backup {id} is still running; delete it once it has finished"
+            )));
+        }
+        // Manifest first: a data object left without one is cleaned at the next start.
+        ignore_missing(self.storage.delete(&catalog::manifest_name(&id)).await)?;
+        self.catalog.remove(id.as_str());
+        ignore_missing(self.storage.delete(&record.object_name).await)?;
+        tracing::info!(backup_id = %id, "backup deleted");
+        Ok(record)
+    }
+
+    /// Opens a completed backup's bytes from `offset`.
+    pub async fn download(&self, raw_id: &str, offset: u64) -> Result<Download> {
+        let record = self.get(raw_id).await?;
+        if record.status != BackupStatus::Completed {
+            return Err(Error::precondition(format!(
+                "backup {} is {:?}, not COMPLETED; only completed backups can be downloaded",
+                record.backup_id, record.status
+            )));
+        }
+        if offset > record.size {
+            return Err(Error::invalid(format!(
+                "offset {offset} is past the end of the file ({} bytes)",
+                record.size
+            )));
+        }
+        let stream = self.storage.read(&record.object_name, offset).await?;
+        Ok(Download {
+            record,
+            offset,
+            stream,
+        })
+    }
+
+    /// Database and storage both reachable.
+    pub async fn ready(&self) -> Result<()> {
+        self.source.ping().await?;
+        self.storage.check().await
+    }
+}
+
+fn ignore_missing(result: Result<()>) -> Result<()> {
+    match result {
+        Err(e) if e.code == crate::error::ErrorCode::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+const PAGE_TOKEN_PREFIX: &str = "before:";
+
+fn encode_page_token(last_id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{PAGE_TOKEN_PREFIX}{last_id}"))
+}
+
+fn decode_page_token(token: &str) -> Result<BackupId> {
+    let invalid =
+        || Error::invalid("invalid page token; pass nextPageToken from the previous page");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| invalid())?;
+    let text = String::from_utf8(raw).map_err(|_| invalid())?;
+    let id = text.strip_prefix(PAGE_TOKEN_PREFIX).ok_or_else(invalid)?;
+    BackupId::parse(id).map_err(|_| invalid())
+}

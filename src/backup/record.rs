@@ -1,0 +1,154 @@
+//! The backup record: what the catalog holds and what the manifest beside each
+//! backup file stores. Serialized with the documented JSON keys.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::id::BackupId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BackupStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    #[default]
+    Manual,
+    Scheduled,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub rows_done: u64,
+    pub bytes_written: u64,
+    pub tables_done: u32,
+    pub tables_total: u32,
+    pub current_table: String,
+}
+
+/// One backup as the catalog knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    pub backup_id: String,
+    pub filename: String,
+    /// Bytes of the stored file.
+    pub size: u64,
+    /// Storage URL of the file; empty where the storage has none.
+    pub cloudinary_url: String,
+    #[serde(with = "iso_time")]
+    pub created_at: DateTime<Utc>,
+    pub description: String,
+    pub status: BackupStatus,
+    #[serde(default)]
+    pub error: String,
+    #[serde(default)]
+    pub sha256: String,
+    pub include_documents: bool,
+    #[serde(default)]
+    pub row_counts: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub progress: Progress,
+    #[serde(
+        default,
+        with = "iso_time_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub completed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub trigger: Trigger,
+    #[serde(default)]
+    pub source_engine: String,
+    #[serde(default)]
+    pub source_version: String,
+    #[serde(default)]
+    pub format_version: u32,
+    /// Name of the data object in storage (the manifest sits beside it).
+    #[serde(default)]
+    pub object_name: String,
+    /// Who asked for it (user id or email from the token).
+    #[serde(default)]
+    pub created_by: String,
+}
+
+impl BackupRecord {
+    pub fn new(id: &BackupId, description: String, include_documents: bool) -> Self {
+        let filename = format!("{id}.json");
+        Self {
+            backup_id: id.to_string(),
+            object_name: filename.clone(),
+            filename,
+            size: 0,
+            cloudinary_url: String::new(),
+            created_at: id.created_at(),
+            description,
+            status: BackupStatus::Pending,
+            error: String::new(),
+            sha256: String::new(),
+            include_documents,
+            row_counts: BTreeMap::new(),
+            progress: Progress::default(),
+            completed_at: None,
+            trigger: Trigger::Manual,
+            source_engine: String::new(),
+            source_version: String::new(),
+            format_version: 0,
+            created_by: String::new(),
+        }
+    }
+
+    pub fn id(&self) -> Option<BackupId> {
+        BackupId::parse(&self.backup_id).ok()
+    }
+}
+
+/// ISO 8601 UTC with a `Z`, as the API page shows (`2026-03-11T12:00:00Z`),
+/// keeping milliseconds when there are any.
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+mod iso_time {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_time(t))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let raw = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&raw)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+mod iso_time_opt {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&format_time(t)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let raw = Option::<String>::deserialize(d)?;
+        raw.map(|raw| {
+            DateTime::parse_from_rfc3339(&raw)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,167 @@
+//! Every setting: flag, environment variable, default. Validated at start.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "backup-service",
+    version,
+    about = "Application-level database backups over gRPC and REST"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (also what happens with no subcommand).
+    Serve(Box<ServeConfig>),
+    /// Print an HS256 JWT signed with JWT_SECRET, for operators and scripts.
+    Token(TokenArgs),
+    /// Ask a running server for a backup and print the record as JSON.
+    Create(CreateArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Database to back up (postgres://..., sqlite:...). An SQLite file is created if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/app.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Where backups are kept: a directory path or file:///abs/path.
+    #[arg(
+        long,
+        env = "STORAGE_URL",
+        default_value = "data/backups",
+        hide_env_values = true
+    )]
+    pub storage_url: String,
+    /// gRPC listen address (port 0 picks a free port; the bound address is logged).
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    /// REST gateway listen address.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// HS256 secret for bearer tokens. Unset: a random one is generated (dev mode).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Roles allowed to manage backups, comma-separated.
+    #[arg(
+        long,
+        env = "ADMIN_ROLES",
+        default_value = "ADMIN",
+        value_delimiter = ','
+    )]
+    pub admin_roles: Vec<String>,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// PostgreSQL connections that dump tables in parallel on one snapshot.
+    #[arg(long, env = "DUMP_PARALLELISM", default_value_t = 2)]
+    pub dump_parallelism: usize,
+    /// Seconds between database/storage reachability checks for health.
+    #[arg(long, env = "HEALTH_CHECK_INTERVAL_SECS", default_value_t = 5)]
+    pub health_check_interval_secs: u64,
+    /// Largest REST request body, in bytes.
+    #[arg(long, env = "HTTP_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub http_body_limit: usize,
+    /// Seconds a REST client may take to send its request body.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_body_timeout_secs: u64,
+}
+
+impl ServeConfig {
+    /// The defaults plus whatever the environment sets.
+    pub fn from_env() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        Only::parse_from(["backup-service"]).config
+    }
+
+    pub fn health_check_interval(&self) -> Duration {
+        Duration::from_secs(self.health_check_interval_secs.max(1))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[arg(long, default_value = "ADMIN")]
+    pub role: String,
+    /// Lifetime, e.g. 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    #[arg(long, default_value = "backup-operator")]
+    pub user_id: String,
+    #[arg(long, default_value = "")]
+    pub email: String,
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// gRPC address of the server.
+    #[arg(long, env = "BACKUP_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    #[arg(long, env = "BACKUP_TOKEN", hide_env_values = true)]
+    pub token: String,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Leave uploaded documents out.
+    #[arg(long)]
+    pub no_documents: bool,
+    /// Return at once instead of waiting for completion.
+    #[arg(long = "async")]
+    pub run_async: bool,
+}
+
+/// `90s`, `30m`, `1h`, `7d`, or plain seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {raw:?}: expected e.g. 30m, 1h, 7d"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {raw:?}: use s, m, h or d"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

@@ -1,0 +1,293 @@
+//! Reads a backup file as a stream of events, checking its structure, row
+//! widths, row counts and the trailer's sha256 as it goes. Memory is bounded
+//! by the longest single row.
+
+use std::collections::BTreeMap;
+
+use bytes::{Buf, BytesMut};
+use futures::StreamExt;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use super::{FORMAT_NAME, FORMAT_VERSION, Header, TRAILER_PREFIX, Trailer};
+use crate::error::{Error, ErrorCode, Result};
+use crate::storage::ByteStream;
+
+/// A row longer than this is taken as a broken file, not a row.
+const MAX_LINE: usize = 1 << 30;
+
+/// The error for a file that is not a complete, untampered backup.
+pub fn corrupt(message: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorCode::FailedPrecondition,
+        format!("backup file failed verification: {message}"),
+    )
+}
+
+pub enum Event<'a> {
+    /// One row of the current table: a JSON array, one value per column.
+    Row(&'a [u8]),
+    TableStart(usize),
+    TableEnd(usize),
+}
+
+#[derive(PartialEq)]
+enum State {
+    Data,
+    InTable(usize),
+    AfterData,
+    Done,
+}
+
+pub struct BackupReader {
+    stream: ByteStream,
+    buf: BytesMut,
+    line: Vec<u8>,
+    eof: bool,
+    hasher: Sha256,
+    hashed: u64,
+    header: Header,
+    state: State,
+    next_table: usize,
+    counts: Vec<u64>,
+    expect_more: bool,
+    trailer: Option<Trailer>,
+}
+
+impl BackupReader {
+    /// Reads and checks the header line.
+    pub async fn open(stream: ByteStream) -> Result<Self> {
+        let mut reader = Self {
+            stream,
+            buf: BytesMut::new(),
+            line: Vec::new(),
+            eof: false,
+            hasher: Sha256::new(),
+            hashed: 0,
+            header: Header {
+                format: String::new(),
+                format_version: 0,
+                backup_id: String::new(),
+                created_at: String::new(),
+                description: String::new(),
+                include_documents: false,
+                documents: super::DocumentsInfo {
+                    included: false,
+                    count: 0,
+                    note: String::new(),
+                },
+                source: crate::source::SourceInfo {
+                    engine: String::new(),
+                    server_version: String::new(),
+                },
+                tables: Vec::new(),
+            },
+            state: State::Data,
+            next_table: 0,
+            counts: Vec::new(),
+            expect_more: false,
+            trailer: None,
+        };
+        if !reader.next_line(true).await? {
+            return Err(corrupt("empty file"));
+        }
+        let header_json = reader
+            .line
+            .strip_prefix(b"{\"header\":")
+            .and_then(|l| l.strip_suffix(b","))
+            .ok_or_else(|| corrupt("not a backup-service file (no header line)"))?;
+        let header: Header =
+            serde_json::from_slice(header_json).map_err(|e| corrupt(format!("header: {e}")))?;
+        if header.format != FORMAT_NAME {
+            return Err(corrupt(format!("unknown format {:?}", header.format)));
+        }
+        if header.format_version != FORMAT_VERSION {
+            return Err(corrupt(format!(
+                "format version {} is not supported (this build reads {FORMAT_VERSION})",
+                header.format_version
+            )));
+        }
+        reader.counts = vec![0; header.tables.len()];
+        reader.header = header;
+        if !reader.next_line(true).await? || reader.line != b"\"data\":[" {
+            return Err(corrupt("missing data section"));
+        }
+        Ok(reader)
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The next event, or None after the trailer has been checked.
+    pub async fn next(&mut self) -> Result<Option<Event<'_>>> {
+        loop {
+            match self.state {
+                State::Done => return Ok(None),
+                State::AfterData => {
+                    self.read_trailer().await?;
+                    self.state = State::Done;
+                    return Ok(None);
+                }
+                State::Data => {
+                    if !self.next_line(true).await? {
+                        return Err(corrupt("file is truncated"));
+                    }
+                    if self.line == b"]," {
+                        if self.expect_more || self.next_table != self.header.tables.len() {
+                            return Err(corrupt("tables are missing from the data section"));
+                        }
+                        self.state = State::AfterData;
+                        continue;
+                    }
+                    let index = self.next_table;
+                    let table = self
+                        .header
+                        .tables
+                        .get(index)
+                        .ok_or_else(|| corrupt("more tables than the header lists"))?;
+                    let mut prefix = b"{\"schema\":".to_vec();
+                    prefix.extend_from_slice(&json_string(&table.schema)?);
+                    prefix.extend_from_slice(b",\"name\":");
+                    prefix.extend_from_slice(&json_string(&table.name)?);
+                    prefix.extend_from_slice(b",\"rows\":[");
+                    let rest = self.line.strip_prefix(prefix.as_slice()).ok_or_else(|| {
+                        corrupt(format!("expected table {}", table.qualified_name()))
+                    })?;
+                    self.next_table += 1;
+                    match rest {
+                        b"" => self.state = State::InTable(index),
+                        b"]}" | b"]}," => {
+                            self.expect_more = rest.len() == 3;
+                            return Ok(Some(Event::TableEnd(index)));
+                        }
+                        _ => return Err(corrupt("malformed table start")),
+                    }
+                    return Ok(Some(Event::TableStart(index)));
+                }
+                State::InTable(index) => {
+                    if !self.next_line(true).await? {
+                        return Err(corrupt("file is truncated"));
+                    }
+                    if self.line == b"]}" || self.line == b"]}," {
+                        if self.expect_more {
+                            return Err(corrupt("row list ends after a comma"));
+                        }
+                        self.expect_more = self.line.len() == 3;
+                        self.state = State::Data;
+                        return Ok(Some(Event::TableEnd(index)));
+                    }
+                    let (row, more) = match self.line.strip_suffix(b",") {
+                        Some(row) => (row, true),
+                        None => (&self.line[..], false),
+                    };
+                    let values: Vec<&RawValue> = serde_json::from_slice(row).map_err(|e| {
+                        corrupt(format!(
+                            "row {} of table {index}: {e}",
+                            self.counts[index] + 1
+                        ))
+                    })?;
+                    let width = self.header.tables[index].columns.len();
+                    if values.len() != width {
+                        return Err(corrupt(format!(
+                            "row of table {} has {} values, expected {width}",
+                            self.header.tables[index].qualified_name(),
+                            values.len()
+                        )));
+                    }
+                    self.expect_more = more;
+                    self.counts[index] += 1;
+                    let len = row.len();
+                    return Ok(Some(Event::Row(&self.line[..len])));
+                }
+            }
+        }
+    }
+
+    /// Reads to the end and returns the checked trailer.
+    pub async fn verify_to_end(mut self) -> Result<(Header, Trailer)> {
+        while self.next().await?.is_some() {}
+        let trailer = self.trailer.take().ok_or_else(|| corrupt("no trailer"))?;
+        Ok((self.header, trailer))
+    }
+
+    async fn read_trailer(&mut self) -> Result<()> {
+        let body_hash = hex::encode(self.hasher.clone().finalize());
+        let hashed = self.hashed;
+        if !self.next_line(false).await? {
+            return Err(corrupt("file is truncated before its trailer"));
+        }
+        let json = self
+            .line
+            .strip_prefix(TRAILER_PREFIX)
+            .and_then(|l| l.strip_suffix(b"}"))
+            .ok_or_else(|| corrupt("malformed trailer"))?;
+        let trailer: Trailer =
+            serde_json::from_slice(json).map_err(|e| corrupt(format!("trailer: {e}")))?;
+        if self.next_line(false).await? {
+            return Err(corrupt("data after the trailer"));
+        }
+        if trailer.hashed_bytes != hashed || trailer.sha256 != body_hash {
+            return Err(corrupt(
+                "sha256 does not match the file's contents (corrupt or tampered)",
+            ));
+        }
+        let mut counts = BTreeMap::new();
+        for (table, count) in self.header.tables.iter().zip(&self.counts) {
+            counts.insert(table.qualified_name(), *count);
+        }
+        if counts != trailer.row_counts {
+            return Err(corrupt("row counts differ from the trailer"));
+        }
+        self.trailer = Some(trailer);
+        Ok(())
+    }
+
+    /// Loads the next line (without its newline) into `self.line`.
+    async fn next_line(&mut self, hash: bool) -> Result<bool> {
+        self.line.clear();
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let chunk = self.buf.split_to(pos + 1);
+                if hash {
+                    self.hasher.update(&chunk);
+                    self.hashed += chunk.len() as u64;
+                }
+                self.line.extend_from_slice(&chunk[..pos]);
+                return Ok(true);
+            }
+            if self.eof {
+                if self.buf.is_empty() {
+                    return Ok(!self.line.is_empty());
+                }
+                let rest = self.buf.split();
+                if hash {
+                    self.hasher.update(&rest);
+                    self.hashed += rest.len() as u64;
+                }
+                self.line.extend_from_slice(&rest);
+                return Ok(true);
+            }
+            if self.line.len() + self.buf.len() > MAX_LINE {
+                return Err(corrupt("a line is longer than 1 GiB"));
+            }
+            match self.stream.next().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    if self.buf.is_empty() {
+                        self.buf = BytesMut::from(chunk.chunk());
+                    } else {
+                        self.buf.extend_from_slice(&chunk);
+                    }
+                }
+                None => self.eof = true,
+            }
+        }
+    }
+}
+
+fn json_string(s: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    crate::source::push_json_string(&mut out, s);
+    Ok(out)
+}

@@ -1,0 +1,100 @@
+use std::process::ExitCode;
+
+use backup_service::config::{Cli, Command, CreateArgs, LogFormat, ServeConfig, TokenArgs};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => serve(ServeConfig::from_env()).await,
+        Some(Command::Serve(config)) => serve(*config).await,
+        Some(Command::Token(args)) => token(args),
+        Some(Command::Create(args)) => create(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: ServeConfig) -> Result<(), String> {
+    init_logging(config.log_format);
+    let running = backup_service::app::start(&config)
+        .await
+        .map_err(|e| e.message)?;
+    if let Some(token) = &running.dev_token {
+        tracing::warn!(
+            "JWT_SECRET is not set: using a random secret for this run only (dev mode); \
+             an admin token valid for 24h follows on stdout"
+        );
+        println!("{token}");
+    }
+    running.wait_for_signal().await;
+    Ok(())
+}
+
+fn token(args: TokenArgs) -> Result<(), String> {
+    if args.jwt_secret.is_empty() {
+        return Err("JWT_SECRET is empty".into());
+    }
+    let auth = backup_service::api::auth::Authenticator::new(args.jwt_secret.as_bytes(), &[])
+        .map_err(|e| e.message)?;
+    let token = auth
+        .issue(&args.user_id, &args.email, &args.role, args.ttl)
+        .map_err(|e| e.message)?;
+    println!("{token}");
+    Ok(())
+}
+
+async fn create(args: CreateArgs) -> Result<(), String> {
+    use backup_service::proto::backup_service_client::BackupServiceClient;
+    let channel = tonic::transport::Endpoint::from_shared(args.server.clone())
+        .map_err(|e| format!("invalid --server: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach {}: {e}", args.server))?;
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", args.token)
+        .parse()
+        .map_err(|_| "token contains invalid characters".to_string())?;
+    let mut client =
+        BackupServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        })
+        .max_decoding_message_size(16 * 1024 * 1024);
+    let backup = client
+        .create_backup(backup_service::proto::CreateBackupRequest {
+            description: args.description,
+            include_documents: Some(!args.no_documents),
+            r#async: args.run_async,
+        })
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    let json = serde_json::json!({
+        "backupId": backup.backup_id,
+        "filename": backup.filename,
+        "size": backup.size,
+        "sha256": backup.sha256,
+        "status": backup.status().as_str_name(),
+        "rowCounts": backup.row_counts,
+    });
+    println!("{json}");
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! Where backups live. Every backend implements `Storage`; the catalog is
+//! rebuilt from what storage holds (data objects and manifests beside them).
+
+pub mod local;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::error::{Error, Result};
+
+/// A stream of an object's bytes, read lazily with backpressure.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// An object being written. Nothing is visible under its name until
+/// `finish` succeeds; `abort` (or dropping it) leaves nothing behind.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<()>;
+    /// Makes the object durable and visible under its final name.
+    async fn finish(self: Box<Self>) -> Result<StoredObject>;
+    async fn abort(self: Box<Self>);
+}
+
+/// What a finished write produced.
+#[derive(Debug, Clone, Default)]
+pub struct StoredObject {
+    /// A URL of the object where the backend has one (e.g. Cloudinary).
+    pub url: String,
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync {
+    /// Human-readable location, secrets masked.
+    fn describe(&self) -> String;
+    /// Fails when the storage cannot be reached or written.
+    async fn check(&self) -> Result<()>;
+    /// Starts writing an object.
+    async fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>>;
+    /// Reads an object from `offset` to the end.
+    async fn read(&self, name: &str, offset: u64) -> Result<ByteStream>;
+    /// Writes a small object (a manifest) atomically, replacing any old one.
+    async fn put_small(&self, name: &str, bytes: Bytes) -> Result<()>;
+    /// Reads a small object whole.
+    async fn get_small(&self, name: &str) -> Result<Bytes>;
+    /// Removes an object; NotFound when there is none.
+    async fn delete(&self, name: &str) -> Result<()>;
+    /// Names of all objects with the given suffix.
+    async fn list(&self, suffix: &str) -> Result<Vec<String>>;
+    /// Removes leftovers of interrupted writes; returns how many.
+    async fn clean_incomplete(&self) -> Result<usize>;
+}
+
+/// Opens the backend a `STORAGE_URL` names: a plain path or `file:///abs`.
+pub async fn open(url: &str) -> Result<Arc<dyn Storage>> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(Error::invalid(format!(
+                "STORAGE_URL {url:?}: file:// needs an absolute path (file:///abs/path)"
+            )));
+        }
+        return Ok(Arc::new(local::LocalStorage::open(path).await?));
+    }
+    if let Some((scheme, _)) = url.split_once("://") {
+        return Err(Error::invalid(format!(
+            "STORAGE_URL scheme {scheme:?} is not supported by this build (use a path or file:///abs/path)"
+        )));
+    }
+    Ok(Arc::new(local::LocalStorage::open(url).await?))
+}
