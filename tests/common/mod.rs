@@ -121,12 +121,9 @@ pub fn token(role: &str) -> String {
         .expect("token")
 }
 
-pub type Client = BackupServiceClient<
-    InterceptedService<
-        Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
->;
+pub type AuthInterceptor =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+pub type Client = BackupServiceClient<InterceptedService<Channel, AuthInterceptor>>;
 
 pub async fn channel(addr: std::net::SocketAddr) -> Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -139,9 +136,7 @@ pub async fn channel(addr: std::net::SocketAddr) -> Channel {
 /// A client that sends `authorization` exactly as given (None: no header).
 pub async fn client_with(addr: std::net::SocketAddr, authorization: Option<String>) -> Client {
     let channel = channel(addr).await;
-    let interceptor: Box<
-        dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
-    > = Box::new(move |mut req: tonic::Request<()>| {
+    let interceptor: AuthInterceptor = Box::new(move |mut req: tonic::Request<()>| {
         if let Some(value) = &authorization {
             req.metadata_mut()
                 .insert("authorization", value.parse().expect("metadata"));
