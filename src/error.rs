@@ -18,6 +18,8 @@ pub enum ErrorCode {
     FailedPrecondition,
     /// The request body is larger than allowed.
     PayloadTooLarge,
+    /// The client took too long to send its request.
+    Timeout,
     /// A backup or upload failed (storage quota, database connection, disk space).
     Internal,
     /// The database or the storage cannot be reached right now.

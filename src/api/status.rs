@@ -6,6 +6,7 @@ use tonic::Code;
 use crate::error::{Error, ErrorCode};
 
 /// (domain code, gRPC code, HTTP status, code string in JSON error bodies)
+#[rustfmt::skip]
 const TABLE: &[(ErrorCode, Code, StatusCode, &str)] = &[
     (
         ErrorCode::InvalidArgument,
@@ -42,6 +43,12 @@ const TABLE: &[(ErrorCode, Code, StatusCode, &str)] = &[
         Code::ResourceExhausted,
         StatusCode::PAYLOAD_TOO_LARGE,
         "PAYLOAD_TOO_LARGE",
+    ),
+    (
+        ErrorCode::Timeout,
+        Code::DeadlineExceeded,
+        StatusCode::REQUEST_TIMEOUT,
+        "REQUEST_TIMEOUT",
     ),
     (
         ErrorCode::Internal,
@@ -110,6 +117,7 @@ mod tests {
             ErrorCode::NotFound,
             ErrorCode::FailedPrecondition,
             ErrorCode::PayloadTooLarge,
+            ErrorCode::Timeout,
             ErrorCode::Internal,
             ErrorCode::Unavailable,
         ] {

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// How long a reachability check may wait for the database.
+pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How the values of a column appear in the rows of a backup file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

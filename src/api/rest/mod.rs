@@ -1,0 +1,317 @@
+//! The REST gateway: the documented paths over the same core as gRPC. It
+//! only translates; every rule lives in the core.
+
+pub mod download;
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use tracing::Instrument;
+
+use self::download::{RangeRequest, parse_range};
+use self::dto::{BackupView, CreateBackupBody, DeletedView, HealthView, ListQuery, ListView};
+use self::error::ApiError;
+use self::extract::{Admin, HasGateway, StrictJson};
+use crate::api::auth::Authenticator;
+use crate::backup::{Backups, CreateRequest, Principal};
+use crate::config::ServeConfig;
+use crate::error::Error;
+
+pub struct Gateway {
+    core: Arc<Backups>,
+    auth: Arc<Authenticator>,
+    body_limit: usize,
+    body_timeout: Duration,
+}
+
+type Shared = Arc<Gateway>;
+
+impl HasGateway for Shared {
+    fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.auth
+    }
+    fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+    fn body_timeout(&self) -> Duration {
+        self.body_timeout
+    }
+}
+
+pub fn router(core: Arc<Backups>, auth: Arc<Authenticator>, config: &ServeConfig) -> Router {
+    let state: Shared = Arc::new(Gateway {
+        core,
+        auth,
+        body_limit: config.http_body_limit,
+        body_timeout: Duration::from_secs(config.http_body_timeout_secs.max(1)),
+    });
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/openapi.json", get(openapi::serve))
+        .route("/api/backup", post(create_backup))
+        .route("/api/backup/create", post(create_backup_documented))
+        .route("/api/backup/list", get(list_backups))
+        .route(
+            "/api/backup/download/{backup_id}",
+            get(download_backup).head(head_backup),
+        )
+        .route(
+            "/api/backup/{backup_id}",
+            get(get_backup).delete(delete_backup),
+        )
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn span(method: &'static str, who: &Principal, backup_id: &str) -> tracing::Span {
+    tracing::info_span!("http", method, principal = %who.label(), backup_id = %backup_id)
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Error::not_found("no such path"))
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process lives", body = HealthView)))]
+pub async fn healthz() -> Json<HealthView> {
+    Json(HealthView {
+        status: "ok".into(),
+        message: None,
+    })
+}
+
+/// Database and storage are reachable.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "Ready", body = HealthView),
+    (status = 503, description = "Database or storage unavailable", body = error::ErrorBody)))]
+pub async fn readyz(State(g): State<Shared>) -> Result<Json<HealthView>, ApiError> {
+    match g.core.ready().await {
+        Ok(()) => Ok(Json(HealthView {
+            status: "ready".into(),
+            message: None,
+        })),
+        Err(e) => Err(ApiError(Error::unavailable(e.message))),
+    }
+}
+
+async fn create(g: Shared, who: Principal, body: CreateBackupBody) -> Result<Response, ApiError> {
+    let run_async = body.run_async.unwrap_or(false);
+    let request = CreateRequest {
+        description: body.description.unwrap_or_default(),
+        include_documents: body.include_documents,
+        run_async,
+        ..Default::default()
+    };
+    let record = g
+        .core
+        .create(request, &who)
+        .instrument(span("CreateBackup", &who, ""))
+        .await?;
+    if run_async {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&format!("/api/backup/{}", record.backup_id)) {
+            headers.insert(header::LOCATION, v);
+        }
+        return Ok((
+            StatusCode::ACCEPTED,
+            headers,
+            Json(BackupView::from(record)),
+        )
+            .into_response());
+    }
+    Ok((StatusCode::CREATED, Json(BackupView::from(record))).into_response())
+}
+
+/// Create a backup (waits for completion unless `async`).
+#[utoipa::path(post, path = "/api/backup/create", tag = "backups",
+    request_body = CreateBackupBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Backup completed", body = BackupView),
+        (status = 202, description = "Backup started (async); Location points to the record", body = BackupView),
+        (status = 400, description = "Invalid input", body = error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
+        (status = 403, description = "Not an admin", body = error::ErrorBody),
+        (status = 408, description = "Request body too slow", body = error::ErrorBody),
+        (status = 413, description = "Request body too large", body = error::ErrorBody),
+        (status = 500, description = "Backup creation or upload failed", body = error::ErrorBody)))]
+pub async fn create_backup_documented(
+    State(g): State<Shared>,
+    Admin(who): Admin,
+    StrictJson(body): StrictJson<CreateBackupBody>,
+) -> Result<Response, ApiError> {
+    create(g, who, body).await
+}
+
+/// Create a backup (same as /api/backup/create).
+#[utoipa::path(post, path = "/api/backup", tag = "backups",
+    request_body = CreateBackupBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Backup completed", body = BackupView),
+        (status = 202, description = "Backup started (async)", body = BackupView),
+        (status = 400, description = "Invalid input", body = error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
+        (status = 403, description = "Not an admin", body = error::ErrorBody),
+        (status = 413, description = "Request body too large", body = error::ErrorBody),
+        (status = 500, description = "Backup creation or upload failed", body = error::ErrorBody)))]
+pub async fn create_backup(
+    State(g): State<Shared>,
+    Admin(who): Admin,
+    StrictJson(body): StrictJson<CreateBackupBody>,
+) -> Result<Response, ApiError> {
+    create(g, who, body).await
+}
+
+/// List backups, newest first.
+#[utoipa::path(get, path = "/api/backup/list", tag = "backups",
+    params(ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of backups", body = ListView),
+        (status = 400, description = "Invalid paging parameters", body = error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
+        (status = 403, description = "Not an admin", body = error::ErrorBody)))]
+pub async fn list_backups(
+    State(g): State<Shared>,
+    Admin(who): Admin,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ListView>, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError(Error::invalid(format!("invalid query: {e}"))))?;
+    let page = g
+        .core
+        .list(
+            query.page_size.unwrap_or(0) as usize,
+            query.page_token.as_deref().unwrap_or(""),
+        )
+        .instrument(span("ListBackups", &who, ""))
+        .await?;
+    Ok(Json(ListView::from(page)))
+}
+
+/// One backup, with status and progress.
+#[utoipa::path(get, path = "/api/backup/{backupId}", tag = "backups",
+    params(("backupId" = String, Path, description = "Backup identifier")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The backup", body = BackupView),
+        (status = 400, description = "Malformed id", body = error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
+        (status = 403, description = "Not an admin", body = error::ErrorBody),
+        (status = 404, description = "Unknown backup", body = error::ErrorBody)))]
+pub async fn get_backup(
+    State(g): State<Shared>,
+    Admin(who): Admin,
+    Path(backup_id): Path<String>,
+) -> Result<Json<BackupView>, ApiError> {
+    let record = g
+        .core
+        .get(&backup_id)
+        .instrument(span("GetBackup", &who, &backup_id))
+        .await?;
+    Ok(Json(BackupView::from(record)))
+}
+
+/// Delete a backup permanently.
+#[utoipa::path(delete, path = "/api/backup/{backupId}", tag = "backups",
+    params(("backupId" = String, Path, description = "Backup identifier")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = DeletedView),
+        (status = 400, description = "Malformed id", body = error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
+        (status = 403, description = "Not an admin", body = error::ErrorBody),
+        (status = 404, description = "Unknown backup", body = error::ErrorBody),
+        (status = 409, description = "Backup still running", body = error::ErrorBody)))]
+pub async fn delete_backup(
+    State(g): State<Shared>,
+    Admin(who): Admin,
+    Path(backup_id): Path<String>,
+) -> Result<Json<DeletedView>, ApiError> {
+    let record = g
+        .core
+        .delete(&backup_id)
+        .instrument(span("DeleteBackup", &who, &backup_id))
+        .await?;
+    Ok(Json(DeletedView {
+        message: format!("backup {} deleted", record.backup_id),
+        backup_id: record.backup_id,
+        deleted: true,
+    }))
+}
+
+/// Download the backup file (supports Range).
+#[utoipa::path(get, path = "/api/backup/download/{backupId}", tag = "backups",
+    params(("backupId" = String, Path, description = "Backup identifier"),
+           ("Range" = Option<String>, Header, description = "bytes=START-END to resume")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The backup file", content_type = "application/json", body = Vec<u8>),
+        (status = 206, description = "Part of the backup file", content_type = "application/json", body = Vec<u8>),
+        (status = 400, description = "Malformed id", body = error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
+        (status = 403, description = "Not an admin", body = error::ErrorBody),
+        (status = 404, description = "Unknown backup", body = error::ErrorBody),
+        (status = 409, description = "Backup not completed", body = error::ErrorBody),
+        (status = 416, description = "Range not satisfiable")))]
+pub async fn download_backup(
+    State(g): State<Shared>,
+    Admin(who): Admin,
+    Path(backup_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let span = span("DownloadBackup", &who, &backup_id);
+    let record = g.core.get(&backup_id).instrument(span.clone()).await?;
+    let range = match parse_range(&headers, record.size, &download::etag(&record)) {
+        RangeRequest::Unsatisfiable => return Ok(download::unsatisfiable(&record)),
+        RangeRequest::Full => None,
+        RangeRequest::Partial(r) => Some(r),
+    };
+    let offset = range.map(|r| r.start).unwrap_or(0);
+    let opened = g
+        .core
+        .download(&backup_id, offset)
+        .instrument(span.clone())
+        .await?;
+    span.in_scope(|| tracing::info!(offset, "download started"));
+    Ok(download::body_response(opened, range))
+}
+
+/// Headers of the download, without the body.
+pub async fn head_backup(
+    State(g): State<Shared>,
+    Admin(who): Admin,
+    Path(backup_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let record = g
+        .core
+        .get(&backup_id)
+        .instrument(span("HeadBackup", &who, &backup_id))
+        .await?;
+    if record.status != crate::backup::record::BackupStatus::Completed {
+        return Err(ApiError(Error::precondition(format!(
+            "backup {} is not COMPLETED",
+            record.backup_id
+        ))));
+    }
+    let range = match parse_range(&headers, record.size, &download::etag(&record)) {
+        RangeRequest::Unsatisfiable => return Ok(download::unsatisfiable(&record)),
+        RangeRequest::Full => None,
+        RangeRequest::Partial(r) => Some(r),
+    };
+    Ok(download::head_response(&record, range).into_response())
+}

@@ -1,0 +1,57 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::dto::{
+    BackupView, CloudinaryStatsView, CreateBackupBody, DeletedView, HealthView, ListView,
+    ProgressView,
+};
+use super::error::{ErrorBody, ErrorDetail};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "backup-service",
+        description = "Application-level database backups: create, list, download and delete."
+    ),
+    paths(
+        super::healthz,
+        super::readyz,
+        super::create_backup_documented,
+        super::create_backup,
+        super::list_backups,
+        super::get_backup,
+        super::delete_backup,
+        super::download_backup,
+    ),
+    components(schemas(
+        BackupView, ProgressView, CreateBackupBody, ListView, CloudinaryStatsView, DeletedView,
+        HealthView, ErrorBody, ErrorDetail
+    )),
+    modifiers(&BearerAuth),
+    tags((name = "backups"), (name = "health"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
