@@ -1,0 +1,199 @@
+//! The real binary as operators run it: dev mode, the token command, log
+//! formats, and no secrets in logs.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use backup_service::proto::{CreateBackupRequest, ListBackupsRequest};
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_backup-service");
+
+struct Server {
+    child: Child,
+    grpc: std::net::SocketAddr,
+    stdout_first_line: Option<String>,
+    log: mpsc::Receiver<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Everything logged so far.
+    fn logs(&self) -> String {
+        std::thread::sleep(Duration::from_millis(300));
+        self.log.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// A field of a log line, in text (`name=value`) or JSON format.
+fn field(line: &str, name: &str) -> Option<String> {
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+        return json["fields"][name].as_str().map(str::to_string);
+    }
+    let start = line.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &line[start..];
+    Some(rest.split([' ', '"', ',']).next()?.to_string())
+}
+
+fn spawn(args: &[&str], env: &[(&str, String)]) -> Server {
+    let dir = temp_dir().keep();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("JWT_SECRET")
+        .env_remove("LOG_FORMAT")
+        .env("DATABASE_URL", sqlite_url(&dir))
+        .env("STORAGE_URL", dir.join("backups"))
+        .env("GRPC_ADDR", "127.0.0.1:0")
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let grpc = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server logs its addresses");
+        seen.push(line.clone());
+        if line.contains("listening") {
+            let addr = field(&line, "grpc_addr").expect("grpc_addr logged");
+            assert!(field(&line, "http_addr").is_some(), "{line}");
+            break addr.parse().expect("address");
+        }
+    };
+    let (line_tx, line_rx) = mpsc::channel();
+    for line in seen {
+        let _ = line_tx.send(line);
+    }
+    std::thread::spawn(move || {
+        for line in rx.iter() {
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stdout_first_line = if env.iter().any(|(k, _)| *k == "JWT_SECRET") {
+        None
+    } else {
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        Some(line.trim().to_string())
+    };
+    Server {
+        child,
+        grpc,
+        stdout_first_line,
+        log: line_rx,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_prints_a_working_admin_token_and_never_serves_unauthenticated() {
+    for args in [&["serve"][..], &[][..]] {
+        let server = spawn(args, &[]);
+        let token = server
+            .stdout_first_line
+            .clone()
+            .expect("dev token on stdout");
+        assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+        let logs = server.logs();
+        assert!(logs.contains("dev mode"), "warning logged: {logs}");
+        let mut client = client_with(server.grpc, Some(format!("Bearer {token}"))).await;
+        client
+            .list_backups(ListBackupsRequest::default())
+            .await
+            .expect("dev token works");
+        let mut anonymous = client_with(server.grpc, None).await;
+        let e = anonymous
+            .list_backups(ListBackupsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_command_and_secrets_stay_out_of_logs() {
+    let secret = "process-test-secret-value";
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "--role",
+            "ADMIN",
+            "--ttl",
+            "1h",
+            "--email",
+            "ops@example.com",
+        ])
+        .env("JWT_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let bad = Command::new(BIN)
+        .args(["token", "--ttl", "1y"])
+        .env("JWT_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "invalid ttl refused");
+
+    // PostgreSQL with trust auth accepts any password: this one must never be logged.
+    let db = TestDatabase::create().await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);")
+        .await;
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_password(Some("hunter2-db-password")).unwrap();
+    let server = spawn(
+        &["serve"],
+        &[
+            ("JWT_SECRET", secret.to_string()),
+            ("DATABASE_URL", url.to_string()),
+            ("LOG_FORMAT", "json".to_string()),
+        ],
+    );
+    let mut client = client_with(server.grpc, Some(format!("Bearer {token}"))).await;
+    let created = client
+        .create_backup(CreateBackupRequest::default())
+        .await
+        .expect("token from the token command works")
+        .into_inner();
+    assert_eq!(created.row_counts.get("public.t"), Some(&2));
+    let mut wrong = client_with(server.grpc, Some("Bearer abc.def.ghi".into())).await;
+    let _ = wrong.list_backups(ListBackupsRequest::default()).await;
+    let logs = server.logs();
+    for line in logs.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|_| panic!("not JSON: {line}"));
+    }
+    assert!(logs.contains("backup completed"), "{logs}");
+    assert!(logs.contains("ops@example.com"), "principal in the logs");
+    for secret_text in ["hunter2-db-password", secret, &token, "abc.def.ghi"] {
+        assert!(
+            !logs.contains(secret_text),
+            "{secret_text} leaked into logs"
+        );
+    }
+}
