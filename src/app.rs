@@ -72,7 +72,7 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
     );
     let source = crate::source::open(&config.database_url, config.dump_parallelism).await?;
     let storage = crate::storage::open(&config.storage_url).await?;
-    let core = Backups::open(source, storage).await?;
+    let core = Backups::open(source, storage, &config.database_url).await?;
 
     let (secret, dev_token) = match &config.jwt_secret {
         Some(secret) if !secret.is_empty() => (secret.as_bytes().to_vec(), None),
@@ -103,6 +103,13 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
     let http_addr = local_addr(&http_listener)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
+    // The reporter starts "" at SERVING; nothing is known until the first check.
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status(grpc::SERVICE_NAME, ServingStatus::NotServing)
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

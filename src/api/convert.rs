@@ -2,7 +2,9 @@
 
 use prost_types::Timestamp;
 
+use crate::backup::maintenance::MaintenanceState;
 use crate::backup::record::{BackupRecord, BackupStatus, Trigger};
+use crate::backup::restore::{RestorePhase, RestoreUpdate, VerifyReport};
 use crate::proto;
 
 fn timestamp(t: &chrono::DateTime<chrono::Utc>) -> Timestamp {
@@ -50,5 +52,50 @@ pub fn backup(r: BackupRecord) -> proto::Backup {
         source_engine: r.source_engine,
         source_version: r.source_version,
         format_version: r.format_version,
+    }
+}
+
+pub fn maintenance(m: MaintenanceState) -> proto::MaintenanceMode {
+    proto::MaintenanceMode {
+        enabled: m.enabled,
+        reason: m.reason,
+        changed_at: m.changed_at.as_ref().map(timestamp),
+        changed_by: m.changed_by,
+    }
+}
+
+pub fn restore_progress(u: RestoreUpdate) -> proto::RestoreProgress {
+    let phase = match u.phase {
+        RestorePhase::Verifying => proto::RestorePhase::Verifying,
+        RestorePhase::CheckingSchema => proto::RestorePhase::CheckingSchema,
+        RestorePhase::SafetyBackup => proto::RestorePhase::SafetyBackup,
+        RestorePhase::Loading => proto::RestorePhase::Loading,
+        RestorePhase::Committed => proto::RestorePhase::Committed,
+        RestorePhase::DryRunPassed => proto::RestorePhase::DryRunPassed,
+    };
+    proto::RestoreProgress {
+        phase: phase as i32,
+        table: u.table,
+        rows_done: u.rows_done,
+        rows_total: u.rows_total,
+        tables_done: u.tables_done,
+        tables_total: u.tables_total,
+        safety_backup_id: u.safety_backup_id,
+        message: u.message,
+        row_counts: Default::default(),
+    }
+}
+
+pub fn verify(r: VerifyReport) -> proto::VerifyBackupResponse {
+    proto::VerifyBackupResponse {
+        backup_id: r.backup_id,
+        ok: r.ok,
+        size: r.size,
+        sha256: r.sha256,
+        sha256_matches: r.sha256_matches,
+        row_counts: r.row_counts.into_iter().collect(),
+        problems: r.problems,
+        test_restore_performed: r.test_restore_performed,
+        test_restore_ok: r.test_restore_ok,
     }
 }

@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use super::auth::Authenticator;
 use super::convert;
+use crate::backup::restore::RestoreOptions;
 use crate::backup::{Backups, CreateRequest, Principal};
 use crate::proto;
 use crate::proto::backup_service_server::{BackupService, BackupServiceServer};
@@ -62,6 +63,9 @@ fn principal<T>(request: &Request<T>) -> Principal {
 fn rpc_span(method: &'static str, who: &Principal, backup_id: &str) -> tracing::Span {
     tracing::info_span!("rpc", method, principal = %who.label(), backup_id = %backup_id)
 }
+
+type RestoreStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<proto::RestoreProgress, Status>> + Send>>;
 
 type DownloadStream = std::pin::Pin<
     Box<dyn futures::Stream<Item = Result<proto::DownloadBackupResponse, Status>> + Send>,
@@ -189,4 +193,121 @@ impl BackupService for GrpcApi {
         };
         Ok(Response::new(stream))
     }
+
+    type RestoreBackupStream = RestoreStream;
+
+    async fn restore_backup(
+        &self,
+        request: Request<proto::RestoreBackupRequest>,
+    ) -> Result<Response<Self::RestoreBackupStream>, Status> {
+        let who = principal(&request);
+        let req = request.into_inner();
+        let span = rpc_span("RestoreBackup", &who, &req.backup_id);
+        let options = RestoreOptions {
+            target_url: Some(req.target_url).filter(|u| !u.is_empty()),
+            dry_run: req.dry_run,
+            skip_safety_backup: req.skip_safety_backup,
+        };
+        let (updates, mut progress) = tokio::sync::mpsc::channel(64);
+        let core = self.core.clone();
+        let id = req.backup_id.clone();
+        // The restore runs to commit or rollback even if the client goes away.
+        let mut job = tokio::spawn(
+            async move { core.restore(&id, options, &who, updates).await }.instrument(span),
+        );
+        // Refusals before any progress (no maintenance mode, unknown id) fail the call itself.
+        let first = tokio::select! {
+            update = progress.recv() => update,
+            result = &mut job => {
+                let outcome = match result {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(e) => return Err(Status::internal(format!("restore task failed: {e}"))),
+                };
+                let rest = tokio_stream::wrappers::ReceiverStream::new(progress)
+                    .map(|u| Ok(convert::restore_progress(u)));
+                let last = futures::stream::once(async move { Ok(final_message(outcome)) });
+                return Ok(Response::new(Box::pin(rest.chain(last))));
+            }
+        };
+        let stream = async_stream_of(first, progress, job);
+        Ok(Response::new(stream))
+    }
+
+    async fn verify_backup(
+        &self,
+        request: Request<proto::VerifyBackupRequest>,
+    ) -> Result<Response<proto::VerifyBackupResponse>, Status> {
+        let who = principal(&request);
+        let req = request.into_inner();
+        let report = self
+            .core
+            .verify(&req.backup_id, Some(req.scratch_database_url))
+            .instrument(rpc_span("VerifyBackup", &who, &req.backup_id))
+            .await?;
+        Ok(Response::new(convert::verify(report)))
+    }
+
+    async fn get_maintenance_mode(
+        &self,
+        _request: Request<proto::GetMaintenanceModeRequest>,
+    ) -> Result<Response<proto::MaintenanceMode>, Status> {
+        Ok(Response::new(convert::maintenance(self.core.maintenance())))
+    }
+
+    async fn set_maintenance_mode(
+        &self,
+        request: Request<proto::SetMaintenanceModeRequest>,
+    ) -> Result<Response<proto::MaintenanceMode>, Status> {
+        let who = principal(&request);
+        let req = request.into_inner();
+        let state = self
+            .core
+            .set_maintenance(req.enabled, req.reason, &who)
+            .instrument(rpc_span("SetMaintenanceMode", &who, ""))
+            .await?;
+        Ok(Response::new(convert::maintenance(state)))
+    }
+}
+
+/// Progress messages, then the outcome: the final message carries the row
+/// counts, or the stream ends with the restore's error.
+fn async_stream_of(
+    first: Option<crate::backup::restore::RestoreUpdate>,
+    progress: tokio::sync::mpsc::Receiver<crate::backup::restore::RestoreUpdate>,
+    job: tokio::task::JoinHandle<crate::error::Result<crate::backup::restore::RestoreOutcome>>,
+) -> RestoreStream {
+    let head = futures::stream::iter(first.map(|u| Ok(convert::restore_progress(u))));
+    let middle = tokio_stream::wrappers::ReceiverStream::new(progress)
+        .map(|u| Ok(convert::restore_progress(u)));
+    let tail = futures::stream::once(async move {
+        match job.await {
+            Ok(Ok(outcome)) => Ok(final_message(outcome)),
+            Ok(Err(e)) => Err(Status::from(e)),
+            Err(e) => Err(Status::internal(format!("restore task failed: {e}"))),
+        }
+    });
+    Box::pin(head.chain(middle).chain(tail))
+}
+
+fn final_message(outcome: crate::backup::restore::RestoreOutcome) -> proto::RestoreProgress {
+    use crate::backup::restore::{RestorePhase, RestoreUpdate};
+    let rows: u64 = outcome.row_counts.values().sum();
+    let tables = outcome.row_counts.len() as u32;
+    let mut last = convert::restore_progress(RestoreUpdate {
+        phase: if outcome.dry_run {
+            RestorePhase::DryRunPassed
+        } else {
+            RestorePhase::Committed
+        },
+        table: String::new(),
+        rows_done: rows,
+        rows_total: rows,
+        tables_done: tables,
+        tables_total: tables,
+        safety_backup_id: outcome.safety_backup_id.unwrap_or_default(),
+        message: "restore finished".into(),
+    });
+    last.row_counts = outcome.row_counts.into_iter().collect();
+    last
 }

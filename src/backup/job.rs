@@ -12,10 +12,15 @@ use super::record::{BackupRecord, BackupStatus, Progress, format_time};
 use crate::error::{Error, Result};
 use crate::format::DocumentsInfo;
 use crate::format::writer::{BackupFileWriter, FileIdentity, WrittenFile};
+use crate::source::Source;
 
 /// Registers the record as running and starts the job; the receiver gets the
 /// final record.
-pub fn spawn(core: Arc<Backups>, record: BackupRecord) -> oneshot::Receiver<BackupRecord> {
+pub fn spawn(
+    core: Arc<Backups>,
+    source: Arc<dyn Source>,
+    record: BackupRecord,
+) -> oneshot::Receiver<BackupRecord> {
     let progress = Arc::new(Mutex::new(Progress::default()));
     core.catalog.put_running(record.clone(), progress.clone());
     let (done_tx, done_rx) = oneshot::channel();
@@ -23,7 +28,7 @@ pub fn spawn(core: Arc<Backups>, record: BackupRecord) -> oneshot::Receiver<Back
     tokio::spawn(
         async move {
             let started = std::time::Instant::now();
-            let finished = run(&core, record, progress).await;
+            let finished = run(&core, source.as_ref(), record, progress).await;
             match finished.status {
                 BackupStatus::Completed => tracing::info!(
                     size = finished.size,
@@ -42,10 +47,11 @@ pub fn spawn(core: Arc<Backups>, record: BackupRecord) -> oneshot::Receiver<Back
 
 async fn run(
     core: &Backups,
+    source: &dyn Source,
     mut record: BackupRecord,
     progress: Arc<Mutex<Progress>>,
 ) -> BackupRecord {
-    match write_file(core, &record, progress.clone()).await {
+    match write_file(core, source, &record, progress.clone()).await {
         Ok(written) => {
             record.status = BackupStatus::Completed;
             record.size = written.size;
@@ -95,6 +101,7 @@ async fn save_manifest(core: &Backups, record: &BackupRecord) -> Result<()> {
 
 async fn write_file(
     core: &Backups,
+    source: &dyn Source,
     record: &BackupRecord,
     progress: Arc<Mutex<Progress>>,
 ) -> Result<WrittenFile> {
@@ -119,7 +126,7 @@ async fn write_file(
         },
     };
     let mut writer = BackupFileWriter::new(object, identity, progress);
-    match core.source.dump(&mut writer).await {
+    match source.dump(&mut writer).await {
         Ok(()) => writer.finish().await,
         Err(e) => {
             writer.abort().await;

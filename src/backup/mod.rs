@@ -4,7 +4,9 @@
 pub mod catalog;
 pub mod id;
 pub mod job;
+pub mod maintenance;
 pub mod record;
+pub mod restore;
 
 use std::sync::Arc;
 
@@ -71,19 +73,46 @@ pub struct Backups {
     pub(crate) source: Arc<dyn Source>,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) catalog: Catalog,
+    pub(crate) maintenance: maintenance::Maintenance,
+    /// The configured database: the default restore target.
+    pub(crate) database_url: String,
+    pub(crate) restore_lock: tokio::sync::Mutex<()>,
     ids: IdGenerator,
 }
 
 impl Backups {
     /// Builds the core and rebuilds the catalog from storage.
-    pub async fn open(source: Arc<dyn Source>, storage: Arc<dyn Storage>) -> Result<Arc<Self>> {
+    pub async fn open(
+        source: Arc<dyn Source>,
+        storage: Arc<dyn Storage>,
+        database_url: &str,
+    ) -> Result<Arc<Self>> {
         let catalog = Catalog::load(storage.as_ref()).await?;
+        let maintenance = maintenance::Maintenance::load(storage.as_ref()).await?;
         Ok(Arc::new(Self {
             source,
             storage,
             catalog,
+            maintenance,
+            database_url: database_url.to_string(),
+            restore_lock: tokio::sync::Mutex::new(()),
             ids: IdGenerator::default(),
         }))
+    }
+
+    pub fn maintenance(&self) -> maintenance::MaintenanceState {
+        self.maintenance.get()
+    }
+
+    pub async fn set_maintenance(
+        &self,
+        enabled: bool,
+        reason: String,
+        by: &Principal,
+    ) -> Result<maintenance::MaintenanceState> {
+        self.maintenance
+            .set(self.storage.as_ref(), enabled, reason, by.label())
+            .await
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
@@ -98,6 +127,31 @@ impl Backups {
     /// finished record; the job finishes even if this future is dropped.
     pub async fn create(
         self: &Arc<Self>,
+        request: CreateRequest,
+        by: &Principal,
+    ) -> Result<BackupRecord> {
+        self.maintenance.refuse_while_on("created")?;
+        self.start_backup(self.source.clone(), request, by).await
+    }
+
+    /// Backs up another database (a restore target) into this service's storage.
+    pub(crate) async fn create_from(
+        self: &Arc<Self>,
+        database_url: &str,
+        request: CreateRequest,
+        by: &Principal,
+    ) -> Result<BackupRecord> {
+        let source = if database_url == self.database_url {
+            self.source.clone()
+        } else {
+            crate::source::open(database_url, 2).await?
+        };
+        self.start_backup(source, request, by).await
+    }
+
+    async fn start_backup(
+        self: &Arc<Self>,
+        source: Arc<dyn Source>,
         request: CreateRequest,
         by: &Principal,
     ) -> Result<BackupRecord> {
@@ -116,7 +170,7 @@ impl Backups {
         record.trigger = request.trigger;
         record.created_by = by.label();
         record.status = BackupStatus::Running;
-        let done = job::spawn(self.clone(), record.clone());
+        let done = job::spawn(self.clone(), source, record.clone());
         if request.run_async {
             return self.get(id.as_str()).await;
         }
@@ -169,6 +223,7 @@ impl Backups {
     /// Removes a backup's manifest, then its data.
     pub async fn delete(&self, raw_id: &str) -> Result<BackupRecord> {
         let id = BackupId::parse(raw_id)?;
+        self.maintenance.refuse_while_on("deleted")?;
         let record = self
             .catalog
             .get(id.as_str())

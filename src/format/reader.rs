@@ -119,6 +119,11 @@ impl BackupReader {
         &self.header
     }
 
+    /// Rows read so far from table `index`.
+    pub fn rows_read(&self, index: usize) -> u64 {
+        self.counts.get(index).copied().unwrap_or(0)
+    }
+
     /// The next event, or None after the trailer has been checked.
     pub async fn next(&mut self) -> Result<Option<Event<'_>>> {
         loop {

@@ -1,10 +1,14 @@
 //! Database engines. Each reads every user table in one consistent snapshot
 //! and hands rows, already encoded as JSON arrays, to a `DumpSink`.
 
+pub mod json_row;
 pub mod order;
 pub mod pg_copy;
+pub mod pg_load;
+pub mod pg_restore;
 pub mod postgres;
 pub mod sqlite;
+pub mod sqlite_restore;
 
 use std::sync::Arc;
 
@@ -102,6 +106,88 @@ pub trait Source: Send + Sync {
     async fn ping(&self) -> Result<()>;
     /// Streams every user table, in one snapshot, into `sink`.
     async fn dump(&self, sink: &mut dyn DumpSink) -> Result<()>;
+}
+
+/// Progress of a restore: one table's rows so far.
+#[derive(Debug, Clone, Default)]
+pub struct TableProgress {
+    pub table: String,
+    pub rows_done: u64,
+    pub tables_done: u32,
+    pub tables_total: u32,
+}
+
+/// A check run just before commit; failing it rolls the restore back.
+pub type CommitGuard<'a> = &'a (dyn Fn() -> Result<()> + Send + Sync);
+
+/// A database a backup can be restored into.
+#[async_trait]
+pub trait Target: Send + Sync {
+    fn engine(&self) -> &'static str;
+    /// Why these tables cannot be restored here, table by table and column
+    /// by column; empty when they can.
+    async fn schema_problems(&self, tables: &[TableSchema]) -> Result<Vec<String>>;
+    /// Replaces the rows of every table in the file with the file's rows, in
+    /// one transaction; returns rows loaded per table.
+    async fn load(
+        &self,
+        reader: &mut crate::format::reader::BackupReader,
+        progress: &mut (dyn FnMut(TableProgress) + Send),
+        before_commit: CommitGuard<'_>,
+    ) -> Result<std::collections::BTreeMap<String, u64>>;
+}
+
+/// Opens a restore target by URL.
+pub async fn open_target(url: &str) -> Result<Arc<dyn Target>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(pg_restore::PostgresTarget::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite_restore::SqliteTarget::open(url).await?))
+    } else {
+        Err(Error::invalid(format!(
+            "target URL {}: unsupported scheme (use postgres://, postgresql:// or sqlite:)",
+            crate::redact::redact_url(url)
+        )))
+    }
+}
+
+/// Compares a backup's tables with the target's, naming every difference.
+pub fn compare_schemas(backup: &[TableSchema], target: &[TableSchema]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for table in backup {
+        let Some(found) = target
+            .iter()
+            .find(|t| t.schema == table.schema && t.name == table.name)
+        else {
+            problems.push(format!(
+                "table {}: missing in the target",
+                table.qualified_name()
+            ));
+            continue;
+        };
+        for column in &table.columns {
+            match found.columns.iter().find(|c| c.name == column.name) {
+                None => problems.push(format!(
+                    "table {}: column {:?} missing in the target",
+                    table.qualified_name(),
+                    column.name
+                )),
+                Some(c) if !same_type(&c.sql_type, &column.sql_type) => problems.push(format!(
+                    "table {}: column {:?} is {} in the backup but {} in the target",
+                    table.qualified_name(),
+                    column.name,
+                    column.sql_type,
+                    c.sql_type
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    problems
+}
+
+fn same_type(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
 }
 
 /// Connects to the database a `DATABASE_URL` names.

@@ -34,7 +34,7 @@ const QUEUED_CHUNKS: usize = 4;
 const SNAPSHOT_TX: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 
 /// Session settings that make the text output canonical and lossless.
-const SESSION_SETTINGS: &[&str] = &[
+pub(crate) const SESSION_SETTINGS: &[&str] = &[
     "SET DateStyle = 'ISO, MDY'",
     "SET IntervalStyle = 'postgres'",
     "SET TimeZone = 'UTC'",
@@ -50,38 +50,43 @@ pub struct PostgresSource {
 
 impl PostgresSource {
     pub async fn connect(url: &str, parallelism: usize) -> Result<Self> {
-        let options = PgConnectOptions::from_str(url).map_err(|e| {
-            Error::invalid(format!(
-                "DATABASE_URL {}: {}",
-                crate::redact::redact_url(url),
-                crate::redact::redact_text(&e.to_string())
-            ))
-        })?;
         let parallelism = parallelism.clamp(1, 8);
-        let pool = PgPoolOptions::new()
-            .max_connections(parallelism as u32 + 2)
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(10))
-            .idle_timeout(Duration::from_secs(300))
-            .after_connect(|conn, _meta| {
-                async move {
-                    for setting in SESSION_SETTINGS {
-                        // CockroachDB lacks some of these; the defaults it has are the ones we want.
-                        if let Err(e) = conn.execute(*setting).await {
-                            tracing::debug!(setting, error = %e, "session setting not applied");
-                        }
-                    }
-                    Ok(())
-                }
-                .boxed()
-            })
-            .connect_lazy_with(options);
+        let pool = connect_pool(url, parallelism as u32 + 2)?;
         Ok(Self { pool, parallelism })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// A lazily connecting pool whose sessions use the canonical text settings.
+pub(crate) fn connect_pool(url: &str, max_connections: u32) -> Result<PgPool> {
+    let options = PgConnectOptions::from_str(url).map_err(|e| {
+        Error::invalid(format!(
+            "database URL {}: {}",
+            crate::redact::redact_url(url),
+            crate::redact::redact_text(&e.to_string())
+        ))
+    })?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(10))
+        .idle_timeout(Duration::from_secs(300))
+        .after_connect(|conn, _meta| {
+            async move {
+                for setting in SESSION_SETTINGS {
+                    // CockroachDB lacks some of these; the defaults it has are the ones we want.
+                    if let Err(e) = conn.execute(*setting).await {
+                        tracing::debug!(setting, error = %e, "session setting not applied");
+                    }
+                }
+                Ok(())
+            }
+            .boxed()
+        })
+        .connect_lazy_with(options))
 }
 
 #[async_trait]
@@ -188,7 +193,7 @@ impl PostgresSource {
 }
 
 /// Reads tables, columns, primary and foreign keys inside the snapshot.
-async fn read_schema(conn: &mut Transaction<'static, Postgres>) -> Result<Vec<TableSchema>> {
+pub(crate) async fn read_schema(conn: &mut sqlx::PgConnection) -> Result<Vec<TableSchema>> {
     let columns = sqlx::query(
         "SELECT c.table_schema::text, c.table_name::text, c.column_name::text,
                 c.data_type::text, c.udt_name::text, c.is_nullable::text,
@@ -206,7 +211,7 @@ async fn read_schema(conn: &mut Transaction<'static, Postgres>) -> Result<Vec<Ta
            AND NOT a.attisdropped
          ORDER BY c.table_schema, c.table_name, c.ordinal_position",
     )
-    .fetch_all(&mut **conn)
+    .fetch_all(&mut *conn)
     .await
     .map_err(|e| Error::database("reading columns", &e))?;
 
@@ -253,7 +258,7 @@ async fn read_schema(conn: &mut Transaction<'static, Postgres>) -> Result<Vec<Ta
          WHERE tc.constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY')
          ORDER BY 1, 2, 3, kcu.ordinal_position",
     )
-    .fetch_all(&mut **conn)
+    .fetch_all(&mut *conn)
     .await
     .map_err(|e| Error::database("reading keys", &e))?;
 

@@ -160,3 +160,95 @@ pub struct HealthView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreBody {
+    /// Restore into this database instead of the configured one.
+    #[serde(default)]
+    pub target_url: Option<String>,
+    /// Verify and compare schemas only.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    /// Skip the safety backup of the target.
+    #[serde(default)]
+    pub skip_safety_backup: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreView {
+    pub backup_id: String,
+    pub restored: bool,
+    pub dry_run: bool,
+    /// The target, password masked.
+    pub target: String,
+    pub safety_backup_id: Option<String>,
+    pub row_counts: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerifyBody {
+    /// A scratch database with the same tables, for a full test restore.
+    #[serde(default)]
+    pub scratch_database_url: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyView {
+    pub backup_id: String,
+    pub ok: bool,
+    pub size: u64,
+    pub sha256: String,
+    pub sha256_matches: bool,
+    pub row_counts: BTreeMap<String, u64>,
+    pub problems: Vec<String>,
+    pub test_restore_performed: bool,
+    pub test_restore_ok: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MaintenanceBody {
+    pub enabled: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceView {
+    pub enabled: bool,
+    pub reason: String,
+    pub changed_at: Option<String>,
+    pub changed_by: String,
+}
+
+impl From<crate::backup::maintenance::MaintenanceState> for MaintenanceView {
+    fn from(m: crate::backup::maintenance::MaintenanceState) -> Self {
+        Self {
+            enabled: m.enabled,
+            reason: m.reason,
+            changed_at: m.changed_at.as_ref().map(format_time),
+            changed_by: m.changed_by,
+        }
+    }
+}
+
+impl From<crate::backup::restore::VerifyReport> for VerifyView {
+    fn from(r: crate::backup::restore::VerifyReport) -> Self {
+        Self {
+            backup_id: r.backup_id,
+            ok: r.ok,
+            size: r.size,
+            sha256: r.sha256,
+            sha256_matches: r.sha256_matches,
+            row_counts: r.row_counts,
+            problems: r.problems,
+            test_restore_performed: r.test_restore_performed,
+            test_restore_ok: r.test_restore_ok,
+        }
+    }
+}

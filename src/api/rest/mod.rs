@@ -19,7 +19,10 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tracing::Instrument;
 
 use self::download::{RangeRequest, parse_range};
-use self::dto::{BackupView, CreateBackupBody, DeletedView, HealthView, ListQuery, ListView};
+use self::dto::{
+    BackupView, CreateBackupBody, DeletedView, HealthView, ListQuery, ListView, MaintenanceBody,
+    MaintenanceView, RestoreBody, RestoreView, VerifyBody, VerifyView,
+};
 use self::error::ApiError;
 use self::extract::{Admin, HasGateway, StrictJson};
 use crate::api::auth::Authenticator;
@@ -314,4 +317,107 @@ pub async fn head_backup(
         RangeRequest::Partial(r) => Some(r),
     };
     Ok(download::head_response(&record, range).into_response())
+}
+
+/// Restore a backup into the configured database (or `targetUrl`), in one
+/// transaction. Needs maintenance mode.
+#[utoipa::path(post, path = "/api/backup/{backupId}/restore", tag = "restore",
+    params(("backupId" = String, Path, description = "Backup identifier")),
+    request_body = RestoreBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Restored (or dry run passed)", body = RestoreView),
+        (status = 400, description = "Invalid input", body = error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
+        (status = 403, description = "Not an admin", body = error::ErrorBody),
+        (status = 404, description = "Unknown backup", body = error::ErrorBody),
+        (status = 409, description = "Maintenance mode off, backup not completed, corrupt file or schema mismatch", body = error::ErrorBody),
+        (status = 500, description = "Restore failed and was rolled back", body = error::ErrorBody)))]
+pub async fn restore_backup(
+    State(g): State<Shared>,
+    Admin(who): Admin,
+    Path(backup_id): Path<String>,
+    StrictJson(body): StrictJson<RestoreBody>,
+) -> Result<Json<RestoreView>, ApiError> {
+    let options = crate::backup::restore::RestoreOptions {
+        target_url: body.target_url.filter(|u| !u.is_empty()),
+        dry_run: body.dry_run.unwrap_or(false),
+        skip_safety_backup: body.skip_safety_backup.unwrap_or(false),
+    };
+    let (updates, _ignored) = tokio::sync::mpsc::channel(1);
+    let core = g.core.clone();
+    let span = span("RestoreBackup", &who, &backup_id);
+    // Runs to commit or rollback even if the client disconnects.
+    let outcome = tokio::spawn(
+        async move { core.restore(&backup_id, options, &who, updates).await }.instrument(span),
+    )
+    .await
+    .map_err(|e| ApiError(Error::internal(format!("restore task failed: {e}"))))??;
+    Ok(Json(RestoreView {
+        restored: !outcome.dry_run,
+        backup_id: outcome.backup_id,
+        dry_run: outcome.dry_run,
+        target: outcome.target,
+        safety_backup_id: outcome.safety_backup_id,
+        row_counts: outcome.row_counts,
+    }))
+}
+
+/// Re-read a stored backup and check it; optionally test-restore it.
+#[utoipa::path(post, path = "/api/backup/{backupId}/verify", tag = "restore",
+    params(("backupId" = String, Path, description = "Backup identifier")),
+    request_body = VerifyBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Verification report (ok tells the verdict)", body = VerifyView),
+        (status = 400, description = "Invalid input", body = error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
+        (status = 403, description = "Not an admin", body = error::ErrorBody),
+        (status = 404, description = "Unknown backup", body = error::ErrorBody),
+        (status = 409, description = "Backup not completed", body = error::ErrorBody)))]
+pub async fn verify_backup(
+    State(g): State<Shared>,
+    Admin(who): Admin,
+    Path(backup_id): Path<String>,
+    StrictJson(body): StrictJson<VerifyBody>,
+) -> Result<Json<VerifyView>, ApiError> {
+    let report = g
+        .core
+        .verify(&backup_id, body.scratch_database_url)
+        .instrument(span("VerifyBackup", &who, &backup_id))
+        .await?;
+    Ok(Json(VerifyView::from(report)))
+}
+
+/// Whether maintenance mode is on.
+#[utoipa::path(get, path = "/api/maintenance", tag = "restore",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Maintenance mode", body = MaintenanceView),
+        (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
+        (status = 403, description = "Not an admin", body = error::ErrorBody)))]
+pub async fn get_maintenance(State(g): State<Shared>, Admin(_who): Admin) -> Json<MaintenanceView> {
+    Json(MaintenanceView::from(g.core.maintenance()))
+}
+
+/// Turn maintenance mode on or off (it survives restarts).
+#[utoipa::path(put, path = "/api/maintenance", tag = "restore",
+    request_body = MaintenanceBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Maintenance mode", body = MaintenanceView),
+        (status = 400, description = "Invalid input", body = error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
+        (status = 403, description = "Not an admin", body = error::ErrorBody)))]
+pub async fn set_maintenance(
+    State(g): State<Shared>,
+    Admin(who): Admin,
+    StrictJson(body): StrictJson<MaintenanceBody>,
+) -> Result<Json<MaintenanceView>, ApiError> {
+    let state = g
+        .core
+        .set_maintenance(body.enabled, body.reason.unwrap_or_default(), &who)
+        .instrument(span("SetMaintenanceMode", &who, ""))
+        .await?;
+    Ok(Json(MaintenanceView::from(state)))
 }

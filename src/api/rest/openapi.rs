@@ -6,7 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto::{
     BackupView, CloudinaryStatsView, CreateBackupBody, DeletedView, HealthView, ListView,
-    ProgressView,
+    MaintenanceBody, MaintenanceView, ProgressView, RestoreBody, RestoreView, VerifyBody,
+    VerifyView,
 };
 use super::error::{ErrorBody, ErrorDetail};
 
@@ -25,13 +26,18 @@ use super::error::{ErrorBody, ErrorDetail};
         super::get_backup,
         super::delete_backup,
         super::download_backup,
+        super::restore_backup,
+        super::verify_backup,
+        super::get_maintenance,
+        super::set_maintenance,
     ),
     components(schemas(
         BackupView, ProgressView, CreateBackupBody, ListView, CloudinaryStatsView, DeletedView,
-        HealthView, ErrorBody, ErrorDetail
+        HealthView, ErrorBody, ErrorDetail, RestoreBody, RestoreView, VerifyBody, VerifyView,
+        MaintenanceBody, MaintenanceView
     )),
     modifiers(&BearerAuth),
-    tags((name = "backups"), (name = "health"))
+    tags((name = "backups"), (name = "restore"), (name = "health"))
 )]
 pub struct ApiDoc;
 

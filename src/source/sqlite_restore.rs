@@ -1,0 +1,219 @@
+//! Restoring into SQLite: one transaction, foreign keys checked at commit,
+//! rows emptied children first and inserted parents first.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine;
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{Arguments, AssertSqlSafe, Executor, Row, SqlitePool};
+
+use super::json_row::{decode_string, split_values};
+use super::{
+    ColumnSchema, CommitGuard, TableProgress, TableSchema, Target, ValueEncoding, compare_schemas,
+    quote_ident,
+};
+use crate::error::{Error, Result};
+use crate::format::reader::{BackupReader, Event, corrupt};
+
+pub struct SqliteTarget {
+    pool: SqlitePool,
+}
+
+impl SqliteTarget {
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::invalid(format!("target URL {url}: {e}")))?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::database("opening the SQLite target", &e))?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Target for SqliteTarget {
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn schema_problems(&self, tables: &[TableSchema]) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for table in tables {
+            let rows = sqlx::query("SELECT name, type FROM pragma_table_info(?) ORDER BY cid")
+                .bind(&table.name)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| Error::database("reading the target schema", &e))?;
+            if rows.is_empty() {
+                continue;
+            }
+            let mut columns = Vec::new();
+            for row in rows {
+                columns.push(ColumnSchema {
+                    name: row.try_get(0).map_err(|e| Error::database("columns", &e))?,
+                    sql_type: row.try_get(1).map_err(|e| Error::database("columns", &e))?,
+                    encoding: ValueEncoding::Text,
+                    nullable: true,
+                });
+            }
+            found.push(TableSchema {
+                schema: table.schema.clone(),
+                name: table.name.clone(),
+                columns,
+                primary_key: Vec::new(),
+                foreign_keys: Vec::new(),
+            });
+        }
+        Ok(compare_schemas(tables, &found))
+    }
+
+    async fn load(
+        &self,
+        reader: &mut BackupReader,
+        progress: &mut (dyn FnMut(TableProgress) + Send),
+        before_commit: CommitGuard<'_>,
+    ) -> Result<BTreeMap<String, u64>> {
+        let tables = reader.header().tables.clone();
+        let total = tables.len() as u32;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| Error::database("starting the restore transaction", &e))?;
+        tx.execute("PRAGMA defer_foreign_keys = ON")
+            .await
+            .map_err(|e| Error::database("deferring foreign keys", &e))?;
+        for table in tables.iter().rev() {
+            let sql = format!("DELETE FROM {}", quote_ident(&table.name));
+            tx.execute(AssertSqlSafe(sql))
+                .await
+                .map_err(|e| Error::database(&format!("emptying {}", table.name), &e))?;
+        }
+        let mut counts = BTreeMap::new();
+        let mut insert: Option<Arc<str>> = None;
+        let mut encodings: Vec<ValueEncoding> = Vec::new();
+        let mut loaded = 0u64;
+        let mut tables_done = 0u32;
+        let mut text = Vec::new();
+        loop {
+            let Some(event) = reader.next().await? else {
+                break;
+            };
+            let end = match event {
+                Event::TableEnd(index) => Some(index),
+                _ => None,
+            };
+            if let Some(index) = end {
+                let table = &tables[index];
+                let expected = reader.rows_read(index);
+                let done = if insert.take().is_some() { loaded } else { 0 };
+                if done != expected {
+                    return Err(Error::internal(format!(
+                        "table {}: loaded {done} rows but the backup holds {expected}",
+                        table.name
+                    )));
+                }
+                tables_done += 1;
+                counts.insert(table.qualified_name(), done);
+                progress(TableProgress {
+                    table: table.qualified_name(),
+                    rows_done: done,
+                    tables_done,
+                    tables_total: total,
+                });
+                continue;
+            }
+            match event {
+                Event::TableStart(index) => {
+                    let table = &tables[index];
+                    let columns: Vec<String> =
+                        table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+                    let marks = vec!["?"; columns.len()].join(", ");
+                    insert = Some(Arc::from(format!(
+                        "INSERT INTO {} ({}) VALUES ({marks})",
+                        quote_ident(&table.name),
+                        columns.join(", ")
+                    )));
+                    encodings = table.columns.iter().map(|c| c.encoding).collect();
+                    loaded = 0;
+                    progress(TableProgress {
+                        table: table.qualified_name(),
+                        rows_done: 0,
+                        tables_done,
+                        tables_total: total,
+                    });
+                }
+                Event::Row(row) => {
+                    let sql = insert
+                        .clone()
+                        .ok_or_else(|| Error::internal("row outside a table"))?;
+                    let mut values = Vec::with_capacity(encodings.len());
+                    split_values(row, &mut values)?;
+                    let mut args = SqliteArguments::default();
+                    for (raw, encoding) in values.iter().zip(&encodings) {
+                        bind_value(&mut args, raw, *encoding, &mut text)?;
+                    }
+                    sqlx::query_with(AssertSqlSafe(sql), args)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| Error::database("inserting a row", &e))?;
+                    loaded += 1;
+                }
+                Event::TableEnd(_) => {}
+            }
+        }
+        before_commit()?;
+        tx.commit()
+            .await
+            .map_err(|e| Error::database("committing the restore", &e))?;
+        Ok(counts)
+    }
+}
+
+fn bind_value(
+    args: &mut SqliteArguments,
+    raw: &[u8],
+    encoding: ValueEncoding,
+    text: &mut Vec<u8>,
+) -> Result<()> {
+    let bound = match raw.first() {
+        _ if raw == b"null" => args.add(None::<i64>),
+        _ if raw == b"true" => args.add(1i64),
+        _ if raw == b"false" => args.add(0i64),
+        Some(b'"') if encoding != ValueEncoding::Json => {
+            text.clear();
+            decode_string(raw, text)?;
+            match encoding {
+                ValueEncoding::Base64 => {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(&*text)
+                        .map_err(|e| corrupt(format!("bad base64 value: {e}")))?;
+                    args.add(bytes)
+                }
+                ValueEncoding::Float => match text.as_slice() {
+                    b"NaN" => args.add(f64::NAN),
+                    b"Infinity" => args.add(f64::INFINITY),
+                    b"-Infinity" => args.add(f64::NEG_INFINITY),
+                    _ => args.add(String::from_utf8_lossy(text).into_owned()),
+                },
+                _ => args.add(
+                    String::from_utf8(text.clone()).map_err(|_| corrupt("text is not UTF-8"))?,
+                ),
+            }
+        }
+        Some(b'{' | b'[' | b'"') => args.add(String::from_utf8_lossy(raw).into_owned()),
+        _ => {
+            let number = std::str::from_utf8(raw).map_err(|_| corrupt("bad number"))?;
+            match number.parse::<i64>() {
+                Ok(i) => args.add(i),
+                Err(_) => args.add(number.parse::<f64>().map_err(|_| corrupt("bad number"))?),
+            }
+        }
+    };
+    bound.map_err(|e| Error::internal(format!("binding a value: {e}")))
+}
