@@ -24,6 +24,80 @@ pub enum Command {
     Token(TokenArgs),
     /// Ask a running server for a backup and print the record as JSON.
     Create(CreateArgs),
+    /// Restore a stored backup through the server (needs maintenance mode).
+    Restore(RestoreArgs),
+    /// Verify a stored backup through the server.
+    Verify(VerifyArgs),
+    /// Show or change maintenance mode through the server.
+    Maintenance(MaintenanceArgs),
+    /// Restore a downloaded backup file directly into a database (offline).
+    RestoreFile(RestoreFileArgs),
+}
+
+/// How CLI commands reach a running server.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// gRPC address of the server.
+    #[arg(long, env = "BACKUP_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// Admin token (see `backup-service token`).
+    #[arg(long, env = "BACKUP_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    pub backup_id: String,
+    /// Restore into this database instead of the server's configured one.
+    #[arg(long)]
+    pub target_url: Option<String>,
+    /// Verify and compare schemas only; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not take a safety backup of the target first.
+    #[arg(long)]
+    pub skip_safety_backup: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    pub backup_id: String,
+    /// A scratch database with the same tables, for a full test restore.
+    #[arg(long)]
+    pub scratch_database_url: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+    Status,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MaintenanceArgs {
+    #[arg(value_enum, default_value = "status")]
+    pub switch: Switch,
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreFileArgs {
+    /// A backup file as downloaded.
+    pub path: std::path::PathBuf,
+    /// The database to restore into (its tables must exist).
+    #[arg(long, env = "TARGET_URL", hide_env_values = true)]
+    pub target_url: String,
+    /// Verify and compare schemas only; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,11 +190,8 @@ pub struct TokenArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct CreateArgs {
-    /// gRPC address of the server.
-    #[arg(long, env = "BACKUP_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
-    #[arg(long, env = "BACKUP_TOKEN", hide_env_values = true)]
-    pub token: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
     #[arg(long, default_value = "")]
     pub description: String,
     /// Leave uploaded documents out.

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
-use backup_service::config::{Cli, Command, CreateArgs, LogFormat, ServeConfig, TokenArgs};
+use backup_service::cli;
+use backup_service::config::{Cli, Command, LogFormat, ServeConfig, TokenArgs};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -23,7 +24,11 @@ async fn main() -> ExitCode {
         None => serve(ServeConfig::from_env()).await,
         Some(Command::Serve(config)) => serve(*config).await,
         Some(Command::Token(args)) => token(args),
-        Some(Command::Create(args)) => create(args).await,
+        Some(Command::Create(args)) => cli::create(args).await,
+        Some(Command::Restore(args)) => cli::restore(args).await,
+        Some(Command::Verify(args)) => cli::verify(args).await,
+        Some(Command::Maintenance(args)) => cli::maintenance(args).await,
+        Some(Command::RestoreFile(args)) => cli::restore_file(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -60,42 +65,5 @@ fn token(args: TokenArgs) -> Result<(), String> {
         .issue(&args.user_id, &args.email, &args.role, args.ttl)
         .map_err(|e| e.message)?;
     println!("{token}");
-    Ok(())
-}
-
-async fn create(args: CreateArgs) -> Result<(), String> {
-    use backup_service::proto::backup_service_client::BackupServiceClient;
-    let channel = tonic::transport::Endpoint::from_shared(args.server.clone())
-        .map_err(|e| format!("invalid --server: {e}"))?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {}: {e}", args.server))?;
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", args.token)
-        .parse()
-        .map_err(|_| "token contains invalid characters".to_string())?;
-    let mut client =
-        BackupServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", bearer.clone());
-            Ok(req)
-        })
-        .max_decoding_message_size(16 * 1024 * 1024);
-    let backup = client
-        .create_backup(backup_service::proto::CreateBackupRequest {
-            description: args.description,
-            include_documents: Some(!args.no_documents),
-            r#async: args.run_async,
-        })
-        .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-        .into_inner();
-    let json = serde_json::json!({
-        "backupId": backup.backup_id,
-        "filename": backup.filename,
-        "size": backup.size,
-        "sha256": backup.sha256,
-        "status": backup.status().as_str_name(),
-        "rowCounts": backup.row_counts,
-    });
-    println!("{json}");
     Ok(())
 }

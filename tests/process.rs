@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use backup_service::api::auth::Authenticator;
 use backup_service::proto::{CreateBackupRequest, ListBackupsRequest};
 use common::*;
 
@@ -196,4 +197,143 @@ async fn token_command_and_secrets_stay_out_of_logs() {
             "{secret_text} leaked into logs"
         );
     }
+}
+
+fn cli(args: &[&str], server: &Server, token: &str) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("BACKUP_SERVER", format!("http://{}", server.grpc))
+        .env("BACKUP_TOKEN", token)
+        .output()
+        .expect("cli runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_create_maintenance_restore_verify_and_offline_restore() {
+    let secret = "cli-test-secret";
+    let token = Authenticator::new(secret.as_bytes(), &[])
+        .unwrap()
+        .issue("1", "", "ADMIN", Duration::from_secs(600))
+        .unwrap();
+    let db = TestDatabase::create().await;
+    db.exec("CREATE TABLE \"Member\" (id serial PRIMARY KEY, name text NOT NULL); INSERT INTO \"Member\" (name) SELECT 'm' || g FROM generate_series(1, 500) g;").await;
+    let server = spawn(
+        &["serve"],
+        &[
+            ("JWT_SECRET", secret.to_string()),
+            ("DATABASE_URL", db.url.clone()),
+        ],
+    );
+
+    let (ok, out, err) = cli(
+        &["create", "--description", "from the CLI"],
+        &server,
+        &token,
+    );
+    assert!(ok, "{err}");
+    let created: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let id = created["backupId"].as_str().unwrap().to_string();
+    assert_eq!(created["rowCounts"]["public.Member"], 500);
+
+    let (ok, _, err) = cli(&["restore", &id, "--skip-safety-backup"], &server, &token);
+    assert!(
+        !ok && err.contains("maintenance"),
+        "refused without maintenance: {err}"
+    );
+
+    db.exec("DELETE FROM \"Member\" WHERE id > 100;").await;
+    let (ok, out, _) = cli(
+        &["maintenance", "on", "--reason", "restore drill"],
+        &server,
+        &token,
+    );
+    assert!(ok && out.contains("\"enabled\":true"), "{out}");
+    let (ok, out, err) = cli(&["restore", &id, "--dry-run"], &server, &token);
+    assert!(ok && out.contains("DRY_RUN_PASSED"), "{out} {err}");
+    let (ok, out, err) = cli(&["restore", &id], &server, &token);
+    assert!(ok, "{err}");
+    let done: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(done["phase"], "RESTORE_PHASE_COMMITTED");
+    assert_eq!(done["rowCounts"]["public.Member"], 500);
+    assert!(
+        done["safetyBackupId"]
+            .as_str()
+            .unwrap()
+            .starts_with("backup_")
+    );
+    assert!(
+        err.contains("RESTORE_PHASE_LOADING"),
+        "progress on stderr: {err}"
+    );
+    let pool = db.pool().await;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM \"Member\"")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 500);
+
+    let (ok, out, err) = cli(&["verify", &id], &server, &token);
+    assert!(ok && out.contains("\"ok\":true"), "{out} {err}");
+
+    // Offline: a downloaded file restored straight into the database.
+    let mut client = client_with(server.grpc, Some(format!("Bearer {token}"))).await;
+    let bytes = download(&mut client, &id, 0).await;
+    let dir = temp_dir();
+    let file = dir.path().join(format!("{id}.json"));
+    std::fs::write(&file, &bytes).unwrap();
+    sqlx::query("DELETE FROM \"Member\"")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "restore-file",
+            file.to_str().unwrap(),
+            "--target-url",
+            &db.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM \"Member\"")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 500);
+
+    // A tampered file is refused offline and nothing changes.
+    let mut tampered = bytes.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] = if tampered[middle] == b'1' { b'2' } else { b'1' };
+    std::fs::write(&file, &tampered).unwrap();
+    sqlx::query("DELETE FROM \"Member\" WHERE id > 10")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "restore-file",
+            file.to_str().unwrap(),
+            "--target-url",
+            &db.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("verification"));
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM \"Member\"")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 10, "target untouched");
+    pool.close().await;
 }
