@@ -70,6 +70,7 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
         storage = %redact_url(&config.storage_url),
         "starting backup-service"
     );
+    crate::telemetry::prometheus();
     let source = crate::source::open(&config.database_url, config.dump_parallelism).await?;
     let storage = crate::storage::open(&config.storage_url).await?;
     let core = Backups::open(source, storage, &config.database_url).await?;

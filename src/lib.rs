@@ -14,6 +14,7 @@ pub mod format;
 pub mod redact;
 pub mod source;
 pub mod storage;
+pub mod telemetry;
 
 /// Code generated from `proto/backup/v1/backup.proto`.
 pub mod proto {

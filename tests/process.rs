@@ -17,6 +17,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_backup-service");
 struct Server {
     child: Child,
     grpc: std::net::SocketAddr,
+    http: std::net::SocketAddr,
     stdout_first_line: Option<String>,
     log: mpsc::Receiver<String>,
 }
@@ -72,15 +73,18 @@ fn spawn(args: &[&str], env: &[(&str, String)]) -> Server {
         }
     });
     let mut seen = Vec::new();
-    let grpc = loop {
+    let (grpc, http) = loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("server logs its addresses");
         seen.push(line.clone());
         if line.contains("listening") {
-            let addr = field(&line, "grpc_addr").expect("grpc_addr logged");
-            assert!(field(&line, "http_addr").is_some(), "{line}");
-            break addr.parse().expect("address");
+            let grpc = field(&line, "grpc_addr").expect("grpc_addr logged");
+            let http = field(&line, "http_addr").expect("http_addr logged");
+            break (
+                grpc.parse().expect("address"),
+                http.parse().expect("address"),
+            );
         }
     };
     let (line_tx, line_rx) = mpsc::channel();
@@ -105,6 +109,7 @@ fn spawn(args: &[&str], env: &[(&str, String)]) -> Server {
     Server {
         child,
         grpc,
+        http,
         stdout_first_line,
         log: line_rx,
     }
@@ -336,4 +341,175 @@ async fn cli_create_maintenance_restore_verify_and_offline_restore() {
         .unwrap();
     assert_eq!(count, 10, "target untouched");
     pool.close().await;
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name_and_labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_and_admin_actions_are_audited() {
+    let secret = "metrics-test-secret";
+    let token = Authenticator::new(secret.as_bytes(), &[])
+        .unwrap()
+        .issue(
+            "77",
+            "auditor@example.com",
+            "ADMIN",
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let db = TestDatabase::create().await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 1000);")
+        .await;
+    let server = spawn(
+        &["serve"],
+        &[
+            ("JWT_SECRET", secret.to_string()),
+            ("DATABASE_URL", db.url.clone()),
+            ("LOG_FORMAT", "json".to_string()),
+        ],
+    );
+    let scrape = || async {
+        reqwest::get(format!("http://{}/metrics", server.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+    let mut client = client_with(server.grpc, Some(format!("Bearer {token}"))).await;
+    let created = client
+        .create_backup(CreateBackupRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let bytes = download(&mut client, &created.backup_id, 0).await;
+    // Make the next backup fail: its COPY waits on a lock and its backend is killed.
+    let pool = db.pool().await;
+    let mut locker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let running = client
+        .create_backup(CreateBackupRequest {
+            r#async: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Kill the backend that waits on the lock: the backup fails.
+    for _ in 0..200 {
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'COPY%' AND datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        if !killed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    locker.rollback().await.unwrap();
+    for _ in 0..200 {
+        let got = client
+            .get_backup(backup_service::proto::GetBackupRequest {
+                backup_id: running.backup_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if got.status() == backup_service::proto::BackupStatus::Failed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut anonymous = client_with(server.grpc, None).await;
+    let _ = anonymous.list_backups(ListBackupsRequest::default()).await;
+    let _ = client
+        .delete_backup(backup_service::proto::DeleteBackupRequest {
+            backup_id: created.backup_id.clone(),
+        })
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let after = scrape().await;
+    let moved = |name: &str| metric(&after, name) - metric(&before, name);
+    assert_eq!(
+        moved("backup_service_backups_created_total{trigger=\"manual\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        moved("backup_service_backups_failed_total{trigger=\"manual\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(moved("backup_service_backup_duration_seconds_count"), 1.0);
+    assert_eq!(
+        moved("backup_service_backup_size_bytes_sum"),
+        created.size as f64
+    );
+    assert_eq!(
+        moved("backup_service_storage_uploaded_bytes_total"),
+        created.size as f64
+    );
+    assert_eq!(
+        moved("backup_service_downloaded_bytes_total"),
+        bytes.len() as f64
+    );
+    assert!(metric(&after, "backup_service_last_success_timestamp_seconds") > 1.7e9);
+    assert!(
+        moved(
+            "backup_service_requests_total{transport=\"grpc\",method=\"CreateBackup\",code=\"OK\"}"
+        ) >= 2.0,
+        "{after}"
+    );
+    assert!(
+        moved(
+            "backup_service_request_duration_seconds_count{transport=\"grpc\",method=\"CreateBackup\"}"
+        ) >= 2.0
+    );
+    assert!(
+        after.contains("method=\"GET /metrics\""),
+        "HTTP requests are counted too"
+    );
+
+    let logs = server.logs();
+    let audits: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "audit")
+        .collect();
+    let find = |action: &str, outcome: &str| {
+        audits
+            .iter()
+            .find(|a| a["fields"]["action"] == action && a["fields"]["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no {outcome} {action} audit event in {audits:#?}"))
+            .clone()
+    };
+    let create = find("create", "ok");
+    assert_eq!(create["fields"]["user_id"], "77");
+    assert_eq!(create["fields"]["email"], "auditor@example.com");
+    assert_eq!(create["fields"]["role"], "ADMIN");
+    assert_eq!(create["fields"]["backup_id"], created.backup_id);
+    assert!(
+        create["fields"]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(create["fields"]["at"].is_string());
+    find("download", "ok");
+    find("delete", "ok");
+    let refused = find("authenticate", "refused");
+    assert_eq!(refused["fields"]["code"], "UNAUTHENTICATED");
 }

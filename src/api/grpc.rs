@@ -1,7 +1,9 @@
 //! The gRPC adapter: BackupService over the core, the auth interceptor,
-//! health and reflection.
+//! health and reflection. Every call is metered and admin actions audited.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::StreamExt;
 use tonic::{Request, Response, Status};
@@ -9,10 +11,12 @@ use tracing::Instrument;
 
 use super::auth::Authenticator;
 use super::convert;
-use crate::backup::restore::RestoreOptions;
+use crate::backup::restore::{RestoreOptions, RestoreOutcome, RestorePhase, RestoreUpdate};
 use crate::backup::{Backups, CreateRequest, Principal};
+use crate::error::Result;
 use crate::proto;
 use crate::proto::backup_service_server::{BackupService, BackupServiceServer};
+use crate::telemetry::{self, Action};
 
 pub const SERVICE_NAME: &str = "backup.v1.BackupService";
 
@@ -29,13 +33,27 @@ pub fn interceptor(
             .metadata()
             .get("authorization")
             .map(|v| v.to_str().unwrap_or(""));
-        match auth.authenticate(header) {
+        let result = auth.authenticate(header);
+        match result {
             Ok(principal) => {
                 request.extensions_mut().insert(principal);
                 Ok(request)
             }
             Err(e) => {
-                tracing::warn!(reason = %e.message, "gRPC request refused");
+                let refused: Result<()> = Err(e.clone());
+                telemetry::audit(
+                    Action::Authenticate,
+                    None,
+                    "",
+                    request.remote_addr(),
+                    &refused,
+                );
+                telemetry::request_finished(
+                    "grpc",
+                    "unauthenticated",
+                    super::status::code_name(e.code),
+                    Default::default(),
+                );
                 Err(e.into())
             }
         }
@@ -52,16 +70,52 @@ pub fn service(
     BackupServiceServer::with_interceptor(GrpcApi { core }, interceptor(auth))
 }
 
-fn principal<T>(request: &Request<T>) -> Principal {
-    request
-        .extensions()
-        .get::<Principal>()
-        .cloned()
-        .unwrap_or_default()
+/// One call in flight: who, from where, since when.
+struct Call {
+    method: &'static str,
+    action: Action,
+    who: Principal,
+    peer: Option<SocketAddr>,
+    started: Instant,
+    backup_id: String,
 }
 
-fn rpc_span(method: &'static str, who: &Principal, backup_id: &str) -> tracing::Span {
-    tracing::info_span!("rpc", method, principal = %who.label(), backup_id = %backup_id)
+impl Call {
+    fn new<T>(method: &'static str, action: Action, request: &Request<T>, backup_id: &str) -> Self {
+        Self {
+            method,
+            action,
+            who: request
+                .extensions()
+                .get::<Principal>()
+                .cloned()
+                .unwrap_or_default(),
+            peer: request.remote_addr(),
+            started: Instant::now(),
+            backup_id: backup_id.to_string(),
+        }
+    }
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("rpc", method = self.method, principal = %self.who.label(), backup_id = %self.backup_id)
+    }
+
+    /// Meters and audits the outcome, then hands it to tonic.
+    fn finish<T>(&self, result: Result<T>) -> Result<T, Status> {
+        let code = match &result {
+            Ok(_) => "OK",
+            Err(e) => super::status::code_name(e.code),
+        };
+        telemetry::request_finished("grpc", self.method, code, self.started.elapsed());
+        telemetry::audit(
+            self.action,
+            Some(&self.who),
+            &self.backup_id,
+            self.peer,
+            &result,
+        );
+        result.map_err(Status::from)
+    }
 }
 
 type RestoreStream =
@@ -77,16 +131,23 @@ impl BackupService for GrpcApi {
         &self,
         request: Request<proto::CreateBackupRequest>,
     ) -> Result<Response<proto::Backup>, Status> {
-        let who = principal(&request);
+        let mut call = Call::new("CreateBackup", Action::Create, &request, "");
         let req = request.into_inner();
-        let span = rpc_span("CreateBackup", &who, "");
         let create = CreateRequest {
             description: req.description,
             include_documents: req.include_documents,
             run_async: req.r#async,
             ..Default::default()
         };
-        let record = self.core.create(create, &who).instrument(span).await?;
+        let result = self
+            .core
+            .create(create, &call.who)
+            .instrument(call.span())
+            .await;
+        if let Ok(record) = &result {
+            call.backup_id = record.backup_id.clone();
+        }
+        let record = call.finish(result)?;
         Ok(Response::new(convert::backup(record)))
     }
 
@@ -94,13 +155,14 @@ impl BackupService for GrpcApi {
         &self,
         request: Request<proto::ListBackupsRequest>,
     ) -> Result<Response<proto::ListBackupsResponse>, Status> {
-        let who = principal(&request);
+        let call = Call::new("ListBackups", Action::List, &request, "");
         let req = request.into_inner();
-        let page = self
+        let result = self
             .core
             .list(req.page_size as usize, &req.page_token)
-            .instrument(rpc_span("ListBackups", &who, ""))
-            .await?;
+            .instrument(call.span())
+            .await;
+        let page = call.finish(result)?;
         Ok(Response::new(proto::ListBackupsResponse {
             backups: page.backups.into_iter().map(convert::backup).collect(),
             total: page.total,
@@ -116,27 +178,32 @@ impl BackupService for GrpcApi {
         &self,
         request: Request<proto::GetBackupRequest>,
     ) -> Result<Response<proto::Backup>, Status> {
-        let who = principal(&request);
-        let id = request.into_inner().backup_id;
-        let record = self
-            .core
-            .get(&id)
-            .instrument(rpc_span("GetBackup", &who, &id))
-            .await?;
-        Ok(Response::new(convert::backup(record)))
+        let call = Call::new(
+            "GetBackup",
+            Action::Get,
+            &request,
+            &request.get_ref().backup_id,
+        );
+        let result = self.core.get(&call.backup_id).instrument(call.span()).await;
+        Ok(Response::new(convert::backup(call.finish(result)?)))
     }
 
     async fn delete_backup(
         &self,
         request: Request<proto::DeleteBackupRequest>,
     ) -> Result<Response<proto::DeleteBackupResponse>, Status> {
-        let who = principal(&request);
-        let id = request.into_inner().backup_id;
-        let record = self
+        let call = Call::new(
+            "DeleteBackup",
+            Action::Delete,
+            &request,
+            &request.get_ref().backup_id,
+        );
+        let result = self
             .core
-            .delete(&id)
-            .instrument(rpc_span("DeleteBackup", &who, &id))
-            .await?;
+            .delete(&call.backup_id)
+            .instrument(call.span())
+            .await;
+        let record = call.finish(result)?;
         Ok(Response::new(proto::DeleteBackupResponse {
             message: format!("backup {} deleted", record.backup_id),
             backup_id: record.backup_id,
@@ -150,48 +217,46 @@ impl BackupService for GrpcApi {
         &self,
         request: Request<proto::DownloadBackupRequest>,
     ) -> Result<Response<Self::DownloadBackupStream>, Status> {
-        let who = principal(&request);
-        let req = request.into_inner();
-        let span = rpc_span("DownloadBackup", &who, &req.backup_id);
-        let download = self
+        let call = Call::new(
+            "DownloadBackup",
+            Action::Download,
+            &request,
+            &request.get_ref().backup_id,
+        );
+        let offset = request.get_ref().offset;
+        let result = self
             .core
-            .download(&req.backup_id, req.offset)
-            .instrument(span.clone())
-            .await?;
-        span.in_scope(|| tracing::info!(offset = download.offset, "download started"));
+            .download(&call.backup_id, offset)
+            .instrument(call.span())
+            .await;
+        let download = call.finish(result)?;
         let record = download.record;
-        let mut first = Some(proto::DownloadBackupResponse {
+        let meta = proto::DownloadBackupResponse {
             chunk: Default::default(),
             offset: download.offset,
             filename: record.filename.clone(),
             size: record.size,
             sha256: record.sha256.clone(),
             content_type: "application/json".into(),
-        });
+        };
+        // An empty remainder (offset == size) still sends the metadata message.
+        if record.size == download.offset {
+            return Ok(Response::new(Box::pin(futures::stream::once(async move {
+                Ok(meta)
+            }))));
+        }
+        let mut first = Some(meta);
         let mut offset = download.offset;
         let chunks = download.stream.map(move |chunk| {
             let chunk = chunk.map_err(Status::from)?;
             let mut message = first.take().unwrap_or_default();
             message.offset = offset;
             offset += chunk.len() as u64;
+            telemetry::downloaded(chunk.len() as u64);
             message.chunk = chunk;
             Ok(message)
         });
-        // An empty remainder (offset == size) still sends the metadata message.
-        let stream: DownloadStream = if record.size == download.offset {
-            let meta = proto::DownloadBackupResponse {
-                chunk: Default::default(),
-                offset: record.size,
-                filename: record.filename,
-                size: record.size,
-                sha256: record.sha256,
-                content_type: "application/json".into(),
-            };
-            Box::pin(futures::stream::once(async move { Ok(meta) }))
-        } else {
-            Box::pin(chunks)
-        };
-        Ok(Response::new(stream))
+        Ok(Response::new(Box::pin(chunks)))
     }
 
     type RestoreBackupStream = RestoreStream;
@@ -200,9 +265,13 @@ impl BackupService for GrpcApi {
         &self,
         request: Request<proto::RestoreBackupRequest>,
     ) -> Result<Response<Self::RestoreBackupStream>, Status> {
-        let who = principal(&request);
+        let call = Call::new(
+            "RestoreBackup",
+            Action::Restore,
+            &request,
+            &request.get_ref().backup_id,
+        );
         let req = request.into_inner();
-        let span = rpc_span("RestoreBackup", &who, &req.backup_id);
         let options = RestoreOptions {
             target_url: Some(req.target_url).filter(|u| !u.is_empty()),
             dry_run: req.dry_run,
@@ -210,88 +279,90 @@ impl BackupService for GrpcApi {
         };
         let (updates, mut progress) = tokio::sync::mpsc::channel(64);
         let core = self.core.clone();
-        let id = req.backup_id.clone();
-        // The restore runs to commit or rollback even if the client goes away.
-        let mut job = tokio::spawn(
-            async move { core.restore(&id, options, &who, updates).await }.instrument(span),
-        );
+        let id = call.backup_id.clone();
+        let who = call.who.clone();
+        let span = call.span();
+        // The restore runs to commit or rollback even if the client goes away;
+        // its outcome is metered and audited when it ends.
+        let mut job = tokio::spawn(async move {
+            let result = core
+                .restore(&id, options, &who, updates)
+                .instrument(span)
+                .await;
+            call.finish(result)
+        });
         // Refusals before any progress (no maintenance mode, unknown id) fail the call itself.
         let first = tokio::select! {
             update = progress.recv() => update,
             result = &mut job => {
-                let outcome = match result {
-                    Ok(Ok(outcome)) => outcome,
-                    Ok(Err(e)) => return Err(e.into()),
-                    Err(e) => return Err(Status::internal(format!("restore task failed: {e}"))),
-                };
+                let outcome = joined(result)?;
                 let rest = tokio_stream::wrappers::ReceiverStream::new(progress)
                     .map(|u| Ok(convert::restore_progress(u)));
                 let last = futures::stream::once(async move { Ok(final_message(outcome)) });
                 return Ok(Response::new(Box::pin(rest.chain(last))));
             }
         };
-        let stream = async_stream_of(first, progress, job);
-        Ok(Response::new(stream))
+        let head = futures::stream::iter(first.map(|u| Ok(convert::restore_progress(u))));
+        let middle = tokio_stream::wrappers::ReceiverStream::new(progress)
+            .map(|u| Ok(convert::restore_progress(u)));
+        let tail = futures::stream::once(async move { joined(job.await).map(final_message) });
+        Ok(Response::new(Box::pin(head.chain(middle).chain(tail))))
     }
 
     async fn verify_backup(
         &self,
         request: Request<proto::VerifyBackupRequest>,
     ) -> Result<Response<proto::VerifyBackupResponse>, Status> {
-        let who = principal(&request);
-        let req = request.into_inner();
-        let report = self
+        let call = Call::new(
+            "VerifyBackup",
+            Action::Verify,
+            &request,
+            &request.get_ref().backup_id,
+        );
+        let scratch = Some(request.into_inner().scratch_database_url);
+        let result = self
             .core
-            .verify(&req.backup_id, Some(req.scratch_database_url))
-            .instrument(rpc_span("VerifyBackup", &who, &req.backup_id))
-            .await?;
-        Ok(Response::new(convert::verify(report)))
+            .verify(&call.backup_id, scratch)
+            .instrument(call.span())
+            .await;
+        Ok(Response::new(convert::verify(call.finish(result)?)))
     }
 
     async fn get_maintenance_mode(
         &self,
-        _request: Request<proto::GetMaintenanceModeRequest>,
+        request: Request<proto::GetMaintenanceModeRequest>,
     ) -> Result<Response<proto::MaintenanceMode>, Status> {
-        Ok(Response::new(convert::maintenance(self.core.maintenance())))
+        let call = Call::new("GetMaintenanceMode", Action::Get, &request, "");
+        let state = call.finish(Ok(self.core.maintenance()))?;
+        Ok(Response::new(convert::maintenance(state)))
     }
 
     async fn set_maintenance_mode(
         &self,
         request: Request<proto::SetMaintenanceModeRequest>,
     ) -> Result<Response<proto::MaintenanceMode>, Status> {
-        let who = principal(&request);
+        let call = Call::new("SetMaintenanceMode", Action::Maintenance, &request, "");
         let req = request.into_inner();
-        let state = self
+        let result = self
             .core
-            .set_maintenance(req.enabled, req.reason, &who)
-            .instrument(rpc_span("SetMaintenanceMode", &who, ""))
-            .await?;
-        Ok(Response::new(convert::maintenance(state)))
+            .set_maintenance(req.enabled, req.reason, &call.who)
+            .instrument(call.span())
+            .await;
+        Ok(Response::new(convert::maintenance(call.finish(result)?)))
     }
 }
 
-/// Progress messages, then the outcome: the final message carries the row
-/// counts, or the stream ends with the restore's error.
-fn async_stream_of(
-    first: Option<crate::backup::restore::RestoreUpdate>,
-    progress: tokio::sync::mpsc::Receiver<crate::backup::restore::RestoreUpdate>,
-    job: tokio::task::JoinHandle<crate::error::Result<crate::backup::restore::RestoreOutcome>>,
-) -> RestoreStream {
-    let head = futures::stream::iter(first.map(|u| Ok(convert::restore_progress(u))));
-    let middle = tokio_stream::wrappers::ReceiverStream::new(progress)
-        .map(|u| Ok(convert::restore_progress(u)));
-    let tail = futures::stream::once(async move {
-        match job.await {
-            Ok(Ok(outcome)) => Ok(final_message(outcome)),
-            Ok(Err(e)) => Err(Status::from(e)),
-            Err(e) => Err(Status::internal(format!("restore task failed: {e}"))),
-        }
-    });
-    Box::pin(head.chain(middle).chain(tail))
+fn joined(
+    result: std::result::Result<
+        std::result::Result<RestoreOutcome, Status>,
+        tokio::task::JoinError,
+    >,
+) -> std::result::Result<RestoreOutcome, Status> {
+    result.map_err(|e| Status::internal(format!("restore task failed: {e}")))?
 }
 
-fn final_message(outcome: crate::backup::restore::RestoreOutcome) -> proto::RestoreProgress {
-    use crate::backup::restore::{RestorePhase, RestoreUpdate};
+/// The last message of a restore: the phase it ended in and rows per table.
+fn final_message(outcome: RestoreOutcome) -> proto::RestoreProgress {
     let rows: u64 = outcome.row_counts.values().sum();
     let tables = outcome.row_counts.len() as u32;
     let mut last = convert::restore_progress(RestoreUpdate {

@@ -38,6 +38,7 @@ pub fn spawn(
                 ),
                 _ => tracing::error!(error = %finished.error, "backup failed"),
             }
+            crate::telemetry::backup_finished(&finished, started.elapsed());
             let _ = done_tx.send(finished);
         }
         .instrument(span),

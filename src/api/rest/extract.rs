@@ -21,8 +21,8 @@ pub trait HasGateway {
     fn body_timeout(&self) -> Duration;
 }
 
-/// An authenticated admin.
-pub struct Admin(pub Principal);
+/// An authenticated admin, and the peer address the request came from.
+pub struct Admin(pub Principal, pub Option<std::net::SocketAddr>);
 
 impl<S: HasGateway + Send + Sync> FromRequestParts<S> for Admin {
     type Rejection = ApiError;
@@ -32,10 +32,21 @@ impl<S: HasGateway + Send + Sync> FromRequestParts<S> for Admin {
             .headers
             .get(http::header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0);
         match state.authenticator().authenticate(header) {
-            Ok(principal) => Ok(Admin(principal)),
+            Ok(principal) => Ok(Admin(principal, peer)),
             Err(e) => {
-                tracing::warn!(path = %parts.uri.path(), reason = %e.message, "REST request refused");
+                let refused: crate::error::Result<()> = Err(e.clone());
+                crate::telemetry::audit(
+                    crate::telemetry::Action::Authenticate,
+                    None,
+                    "",
+                    peer,
+                    &refused,
+                );
                 Err(e.into())
             }
         }

@@ -29,6 +29,7 @@ use crate::api::auth::Authenticator;
 use crate::backup::{Backups, CreateRequest, Principal};
 use crate::config::ServeConfig;
 use crate::error::Error;
+use crate::telemetry::{Action, audit};
 
 pub struct Gateway {
     core: Arc<Backups>,
@@ -62,6 +63,7 @@ pub fn router(core: Arc<Backups>, auth: Arc<Authenticator>, config: &ServeConfig
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/openapi.json", get(openapi::serve))
+        .route("/metrics", get(metrics))
         .route("/api/backup", post(create_backup))
         .route("/api/backup/create", post(create_backup_documented))
         .route("/api/backup/list", get(list_backups))
@@ -73,7 +75,14 @@ pub fn router(core: Arc<Backups>, auth: Arc<Authenticator>, config: &ServeConfig
             "/api/backup/{backup_id}",
             get(get_backup).delete(delete_backup),
         )
+        .route("/api/backup/{backup_id}/restore", post(restore_backup))
+        .route("/api/backup/{backup_id}/verify", post(verify_backup))
+        .route(
+            "/api/maintenance",
+            get(get_maintenance).put(set_maintenance),
+        )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(meter))
         .with_state(state)
 }
 
@@ -109,7 +118,12 @@ pub async fn readyz(State(g): State<Shared>) -> Result<Json<HealthView>, ApiErro
     }
 }
 
-async fn create(g: Shared, who: Principal, body: CreateBackupBody) -> Result<Response, ApiError> {
+async fn create(
+    g: Shared,
+    who: Principal,
+    peer: Option<std::net::SocketAddr>,
+    body: CreateBackupBody,
+) -> Result<Response, ApiError> {
     let run_async = body.run_async.unwrap_or(false);
     let request = CreateRequest {
         description: body.description.unwrap_or_default(),
@@ -117,11 +131,17 @@ async fn create(g: Shared, who: Principal, body: CreateBackupBody) -> Result<Res
         run_async,
         ..Default::default()
     };
-    let record = g
+    let result = g
         .core
         .create(request, &who)
         .instrument(span("CreateBackup", &who, ""))
-        .await?;
+        .await;
+    let backup_id = result
+        .as_ref()
+        .map(|r| r.backup_id.clone())
+        .unwrap_or_default();
+    audit(Action::Create, Some(&who), &backup_id, peer, &result);
+    let record = result?;
     if run_async {
         let mut headers = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&format!("/api/backup/{}", record.backup_id)) {
@@ -152,10 +172,10 @@ async fn create(g: Shared, who: Principal, body: CreateBackupBody) -> Result<Res
         (status = 500, description = "Backup creation or upload failed", body = error::ErrorBody)))]
 pub async fn create_backup_documented(
     State(g): State<Shared>,
-    Admin(who): Admin,
+    Admin(who, peer): Admin,
     StrictJson(body): StrictJson<CreateBackupBody>,
 ) -> Result<Response, ApiError> {
-    create(g, who, body).await
+    create(g, who, peer, body).await
 }
 
 /// Create a backup (same as /api/backup/create).
@@ -172,10 +192,10 @@ pub async fn create_backup_documented(
         (status = 500, description = "Backup creation or upload failed", body = error::ErrorBody)))]
 pub async fn create_backup(
     State(g): State<Shared>,
-    Admin(who): Admin,
+    Admin(who, peer): Admin,
     StrictJson(body): StrictJson<CreateBackupBody>,
 ) -> Result<Response, ApiError> {
-    create(g, who, body).await
+    create(g, who, peer, body).await
 }
 
 /// List backups, newest first.
@@ -189,20 +209,21 @@ pub async fn create_backup(
         (status = 403, description = "Not an admin", body = error::ErrorBody)))]
 pub async fn list_backups(
     State(g): State<Shared>,
-    Admin(who): Admin,
+    Admin(who, peer): Admin,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ListView>, ApiError> {
     let Query(query) =
         query.map_err(|e| ApiError(Error::invalid(format!("invalid query: {e}"))))?;
-    let page = g
+    let result = g
         .core
         .list(
             query.page_size.unwrap_or(0) as usize,
             query.page_token.as_deref().unwrap_or(""),
         )
         .instrument(span("ListBackups", &who, ""))
-        .await?;
-    Ok(Json(ListView::from(page)))
+        .await;
+    audit(Action::List, Some(&who), "", peer, &result);
+    Ok(Json(ListView::from(result?)))
 }
 
 /// One backup, with status and progress.
@@ -217,15 +238,16 @@ pub async fn list_backups(
         (status = 404, description = "Unknown backup", body = error::ErrorBody)))]
 pub async fn get_backup(
     State(g): State<Shared>,
-    Admin(who): Admin,
+    Admin(who, peer): Admin,
     Path(backup_id): Path<String>,
 ) -> Result<Json<BackupView>, ApiError> {
-    let record = g
+    let result = g
         .core
         .get(&backup_id)
         .instrument(span("GetBackup", &who, &backup_id))
-        .await?;
-    Ok(Json(BackupView::from(record)))
+        .await;
+    audit(Action::Get, Some(&who), &backup_id, peer, &result);
+    Ok(Json(BackupView::from(result?)))
 }
 
 /// Delete a backup permanently.
@@ -241,14 +263,16 @@ pub async fn get_backup(
         (status = 409, description = "Backup still running", body = error::ErrorBody)))]
 pub async fn delete_backup(
     State(g): State<Shared>,
-    Admin(who): Admin,
+    Admin(who, peer): Admin,
     Path(backup_id): Path<String>,
 ) -> Result<Json<DeletedView>, ApiError> {
-    let record = g
+    let result = g
         .core
         .delete(&backup_id)
         .instrument(span("DeleteBackup", &who, &backup_id))
-        .await?;
+        .await;
+    audit(Action::Delete, Some(&who), &backup_id, peer, &result);
+    let record = result?;
     Ok(Json(DeletedView {
         message: format!("backup {} deleted", record.backup_id),
         backup_id: record.backup_id,
@@ -272,12 +296,16 @@ pub async fn delete_backup(
         (status = 416, description = "Range not satisfiable")))]
 pub async fn download_backup(
     State(g): State<Shared>,
-    Admin(who): Admin,
+    Admin(who, peer): Admin,
     Path(backup_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let span = span("DownloadBackup", &who, &backup_id);
-    let record = g.core.get(&backup_id).instrument(span.clone()).await?;
+    let found = g.core.get(&backup_id).instrument(span.clone()).await;
+    if found.is_err() {
+        audit(Action::Download, Some(&who), &backup_id, peer, &found);
+    }
+    let record = found?;
     let range = match parse_range(&headers, record.size, &download::etag(&record)) {
         RangeRequest::Unsatisfiable => return Ok(download::unsatisfiable(&record)),
         RangeRequest::Full => None,
@@ -296,7 +324,7 @@ pub async fn download_backup(
 /// Headers of the download, without the body.
 pub async fn head_backup(
     State(g): State<Shared>,
-    Admin(who): Admin,
+    Admin(who, _peer): Admin,
     Path(backup_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -335,7 +363,7 @@ pub async fn head_backup(
         (status = 500, description = "Restore failed and was rolled back", body = error::ErrorBody)))]
 pub async fn restore_backup(
     State(g): State<Shared>,
-    Admin(who): Admin,
+    Admin(who, peer): Admin,
     Path(backup_id): Path<String>,
     StrictJson(body): StrictJson<RestoreBody>,
 ) -> Result<Json<RestoreView>, ApiError> {
@@ -349,7 +377,12 @@ pub async fn restore_backup(
     let span = span("RestoreBackup", &who, &backup_id);
     // Runs to commit or rollback even if the client disconnects.
     let outcome = tokio::spawn(
-        async move { core.restore(&backup_id, options, &who, updates).await }.instrument(span),
+        async move {
+            let result = core.restore(&backup_id, options, &who, updates).await;
+            audit(Action::Restore, Some(&who), &backup_id, peer, &result);
+            result
+        }
+        .instrument(span),
     )
     .await
     .map_err(|e| ApiError(Error::internal(format!("restore task failed: {e}"))))??;
@@ -377,15 +410,17 @@ pub async fn restore_backup(
         (status = 409, description = "Backup not completed", body = error::ErrorBody)))]
 pub async fn verify_backup(
     State(g): State<Shared>,
-    Admin(who): Admin,
+    Admin(who, peer): Admin,
     Path(backup_id): Path<String>,
     StrictJson(body): StrictJson<VerifyBody>,
 ) -> Result<Json<VerifyView>, ApiError> {
-    let report = g
+    let result = g
         .core
         .verify(&backup_id, body.scratch_database_url)
         .instrument(span("VerifyBackup", &who, &backup_id))
-        .await?;
+        .await;
+    audit(Action::Verify, Some(&who), &backup_id, peer, &result);
+    let report = result?;
     Ok(Json(VerifyView::from(report)))
 }
 
@@ -396,7 +431,10 @@ pub async fn verify_backup(
         (status = 200, description = "Maintenance mode", body = MaintenanceView),
         (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
         (status = 403, description = "Not an admin", body = error::ErrorBody)))]
-pub async fn get_maintenance(State(g): State<Shared>, Admin(_who): Admin) -> Json<MaintenanceView> {
+pub async fn get_maintenance(
+    State(g): State<Shared>,
+    Admin(_who, _peer): Admin,
+) -> Json<MaintenanceView> {
     Json(MaintenanceView::from(g.core.maintenance()))
 }
 
@@ -411,13 +449,46 @@ pub async fn get_maintenance(State(g): State<Shared>, Admin(_who): Admin) -> Jso
         (status = 403, description = "Not an admin", body = error::ErrorBody)))]
 pub async fn set_maintenance(
     State(g): State<Shared>,
-    Admin(who): Admin,
+    Admin(who, peer): Admin,
     StrictJson(body): StrictJson<MaintenanceBody>,
 ) -> Result<Json<MaintenanceView>, ApiError> {
-    let state = g
+    let result = g
         .core
         .set_maintenance(body.enabled, body.reason.unwrap_or_default(), &who)
         .instrument(span("SetMaintenanceMode", &who, ""))
-        .await?;
+        .await;
+    audit(Action::Maintenance, Some(&who), "", peer, &result);
+    let state = result?;
     Ok(Json(MaintenanceView::from(state)))
+}
+
+/// Prometheus text format.
+pub async fn metrics() -> Response {
+    match crate::telemetry::prometheus() {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => ApiError(Error::unavailable("metrics are not available")).into_response(),
+    }
+}
+
+/// Counts every HTTP request by route and status, and times it.
+async fn meter(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = format!("{} {route}", request.method());
+    let response = next.run(request).await;
+    crate::telemetry::request_finished(
+        "http",
+        &method,
+        response.status().as_str(),
+        started.elapsed(),
+    );
+    response
 }
