@@ -73,7 +73,10 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
     crate::telemetry::prometheus();
     let source = crate::source::open(&config.database_url, config.dump_parallelism).await?;
     let storage = crate::storage::open(&config.storage_url).await?;
-    let core = Backups::open(source, storage, &config.database_url).await?;
+    let codec = config.codec_settings()?;
+    let core = Backups::open(source, storage, &config.database_url, codec).await?;
+    let automation = Arc::new(crate::backup::schedule::Automation::from_config(config)?);
+    core.set_automation(automation.clone());
 
     let (secret, dev_token) = match &config.jwt_secret {
         Some(secret) if !secret.is_empty() => (secret.as_bytes().to_vec(), None),
@@ -123,6 +126,13 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
         .map_err(|e| Error::internal(format!("building reflection: {e}")))?;
 
     let mut tasks = Vec::new();
+    if automation.schedule.is_some() {
+        tasks.push(tokio::spawn(crate::backup::schedule::run(
+            core.clone(),
+            automation,
+            shutdown_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(watch_health(
         core.clone(),
         health,

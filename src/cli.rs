@@ -42,6 +42,7 @@ pub async fn create(args: CreateArgs) -> Result<(), String> {
             description: args.description,
             include_documents: Some(!args.no_documents),
             r#async: args.run_async,
+            compression: args.compression.unwrap_or_default(),
         })
         .await
         .map_err(status_text)?

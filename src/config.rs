@@ -155,6 +155,56 @@ pub struct ServeConfig {
     /// Seconds a REST client may take to send its request body.
     #[arg(long, env = "HTTP_BODY_TIMEOUT_SECS", default_value_t = 10)]
     pub http_body_timeout_secs: u64,
+    /// Compression of new backups when a request names none: none, gzip or zstd.
+    #[arg(long, env = "BACKUP_COMPRESSION", default_value = "none")]
+    pub compression: String,
+    /// 32 bytes, base64: encrypts every new backup (XChaCha20-Poly1305 STREAM).
+    #[arg(long, env = "BACKUP_ENCRYPTION_KEY", hide_env_values = true)]
+    pub encryption_key: Option<String>,
+    /// A file holding the encryption key (base64), instead of BACKUP_ENCRYPTION_KEY.
+    #[arg(long, env = "BACKUP_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<std::path::PathBuf>,
+    /// Older keys (base64, comma-separated) that still open old backups.
+    #[arg(
+        long,
+        env = "BACKUP_DECRYPTION_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub decryption_keys: Vec<String>,
+    /// Cron expression for scheduled backups: 5 fields (`0 * * * *` is hourly)
+    /// or 6 with seconds first (`*/10 * * * * *`). Unset or empty: no schedule.
+    #[arg(long, env = "BACKUP_SCHEDULE")]
+    pub backup_schedule: Option<String>,
+    /// IANA time zone the schedule is read in (also the days, weeks and
+    /// months of retention), e.g. `Europe/Berlin`.
+    #[arg(long, env = "BACKUP_SCHEDULE_TZ", default_value = "UTC")]
+    pub backup_schedule_tz: String,
+    /// Maximum age of backups (e.g. 30d): older completed ones go unless a
+    /// keep rule holds them; older failed records go too. Unset: no age limit.
+    #[arg(long, env = "BACKUP_RETENTION", value_parser = parse_duration)]
+    pub backup_retention: Option<Duration>,
+    /// Keep the N newest completed backups.
+    #[arg(long, env = "BACKUP_KEEP_LAST", default_value_t = 0)]
+    pub backup_keep_last: u32,
+    /// Keep the newest backup of each of the N most recent days that have one.
+    #[arg(long, env = "BACKUP_KEEP_DAILY", default_value_t = 0)]
+    pub backup_keep_daily: u32,
+    /// Keep the newest backup of each of the N most recent ISO weeks that have one.
+    #[arg(long, env = "BACKUP_KEEP_WEEKLY", default_value_t = 0)]
+    pub backup_keep_weekly: u32,
+    /// Keep the newest backup of each of the N most recent months that have one.
+    #[arg(long, env = "BACKUP_KEEP_MONTHLY", default_value_t = 0)]
+    pub backup_keep_monthly: u32,
+    /// At start, run the most recent slot once if no replica ran it.
+    #[arg(
+        long,
+        env = "BACKUP_RUN_MISSED",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub backup_run_missed: bool,
 }
 
 impl ServeConfig {
@@ -166,6 +216,25 @@ impl ServeConfig {
             config: ServeConfig,
         }
         Only::parse_from(["backup-service"]).config
+    }
+
+    /// Compression default and keys, validated.
+    pub fn codec_settings(&self) -> crate::error::Result<crate::format::codec::CodecSettings> {
+        use crate::format::codec::{CodecSettings, Compression, Keyring};
+        let from_file = match &self.encryption_key_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                crate::error::Error::invalid(format!(
+                    "BACKUP_ENCRYPTION_KEY_FILE {}: {e}",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
+        let key = self.encryption_key.clone().or(from_file);
+        Ok(CodecSettings {
+            default_compression: Compression::parse(&self.compression)?,
+            keys: Keyring::new(key.as_deref(), &self.decryption_keys)?,
+        })
     }
 
     pub fn health_check_interval(&self) -> Duration {
@@ -200,6 +269,9 @@ pub struct CreateArgs {
     /// Return at once instead of waiting for completion.
     #[arg(long = "async")]
     pub run_async: bool,
+    /// none, gzip or zstd (default: the server's setting).
+    #[arg(long)]
+    pub compression: Option<String>,
 }
 
 /// `90s`, `30m`, `1h`, `7d`, or plain seconds.

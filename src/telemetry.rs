@@ -64,6 +64,12 @@ pub fn backup_finished(record: &BackupRecord, took: Duration) {
     }
 }
 
+/// Retention deleted `deleted` backups and failed to delete `failed`.
+pub fn pruned(deleted: usize, failed: usize) {
+    metrics::counter!("backup_service_pruned_backups_total").increment(deleted as u64);
+    metrics::counter!("backup_service_prune_failures_total").increment(failed as u64);
+}
+
 /// Bytes sent to a client from a backup file.
 pub fn downloaded(bytes: u64) {
     metrics::counter!("backup_service_downloaded_bytes_total").increment(bytes);
@@ -95,6 +101,8 @@ pub enum Action {
     Restore,
     Verify,
     Maintenance,
+    /// Retention applied (or dry-run) on demand or after a scheduled backup.
+    Prune,
 }
 
 impl Action {
@@ -109,6 +117,7 @@ impl Action {
             Action::Restore => "restore",
             Action::Verify => "verify",
             Action::Maintenance => "maintenance",
+            Action::Prune => "prune",
         }
     }
 

@@ -60,6 +60,7 @@ async fn sqlite_create_list_get_download_delete() {
             description: "Pre-deployment backup".into(),
             include_documents: None,
             r#async: false,
+            compression: String::new(),
         })
         .await
         .expect("create")

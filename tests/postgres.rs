@@ -131,6 +131,7 @@ async fn create(client: &mut Client, description: &str, run_async: bool) -> Back
             description: description.into(),
             include_documents: None,
             r#async: run_async,
+            compression: String::new(),
         })
         .await
         .expect("create backup")

@@ -316,6 +316,7 @@ async fn backup_now(client: &mut Client, description: &str) -> Backup {
             description: description.into(),
             include_documents: None,
             r#async: false,
+            compression: String::new(),
         })
         .await
         .expect("create backup")

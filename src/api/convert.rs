@@ -24,6 +24,7 @@ pub fn status(s: BackupStatus) -> proto::BackupStatus {
 }
 
 pub fn backup(r: BackupRecord) -> proto::Backup {
+    let content_type = r.content_type().to_string();
     proto::Backup {
         backup_id: r.backup_id,
         filename: r.filename,
@@ -52,6 +53,9 @@ pub fn backup(r: BackupRecord) -> proto::Backup {
         source_engine: r.source_engine,
         source_version: r.source_version,
         format_version: r.format_version,
+        content_type,
+        compression: r.compression.as_str().to_string(),
+        encryption_key_id: r.encryption_key_id,
     }
 }
 
@@ -97,5 +101,62 @@ pub fn verify(r: VerifyReport) -> proto::VerifyBackupResponse {
         problems: r.problems,
         test_restore_performed: r.test_restore_performed,
         test_restore_ok: r.test_restore_ok,
+    }
+}
+
+pub fn retention(p: &crate::backup::retention::RetentionPolicy) -> proto::RetentionPolicy {
+    proto::RetentionPolicy {
+        enabled: p.is_enabled(),
+        max_age_seconds: p.max_age.map(|a| a.as_secs()).unwrap_or(0),
+        keep_last: p.keep_last,
+        keep_daily: p.keep_daily,
+        keep_weekly: p.keep_weekly,
+        keep_monthly: p.keep_monthly,
+        time_zone: p.time_zone.name().to_string(),
+        summary: p.describe(),
+    }
+}
+
+pub fn prune(r: crate::backup::retention::PruneReport) -> proto::PruneBackupsResponse {
+    proto::PruneBackupsResponse {
+        dry_run: r.dry_run,
+        deleted: r.deleted,
+        would_delete: r.would_delete,
+        kept: r
+            .kept
+            .into_iter()
+            .map(|k| proto::KeptBackup {
+                backup_id: k.backup_id,
+                reasons: k.reasons.iter().map(|r| r.as_str().to_string()).collect(),
+            })
+            .collect(),
+        failures: r
+            .failures
+            .into_iter()
+            .map(|f| proto::PruneFailure {
+                backup_id: f.backup_id,
+                error: f.error,
+            })
+            .collect(),
+        retention: Some(retention(&r.policy)),
+    }
+}
+
+pub fn schedule(s: crate::backup::schedule::ScheduleStatus) -> proto::Schedule {
+    let last = s.last_run.as_ref();
+    proto::Schedule {
+        enabled: s.enabled,
+        expression: s.expression,
+        time_zone: s.time_zone,
+        next_run_at: s.next_run_at.as_ref().map(timestamp),
+        last_run_at: last.map(|l| timestamp(&l.slot)),
+        last_result: last
+            .map(|l| l.result.as_str().to_string())
+            .unwrap_or_default(),
+        last_backup_id: last.map(|l| l.backup_id.clone()).unwrap_or_default(),
+        last_message: last.map(|l| l.message.clone()).unwrap_or_default(),
+        last_finished_at: last.and_then(|l| l.finished_at.as_ref()).map(timestamp),
+        run_missed: s.run_missed,
+        retention: Some(retention(&s.retention)),
     }
 }

@@ -137,6 +137,13 @@ impl BackupService for GrpcApi {
             description: req.description,
             include_documents: req.include_documents,
             run_async: req.r#async,
+            compression: match req.compression.as_str() {
+                "" => None,
+                other => match crate::format::codec::Compression::parse(other) {
+                    Ok(c) => Some(c),
+                    Err(e) => return Err(call.finish::<()>(Err(e)).unwrap_err()),
+                },
+            },
             ..Default::default()
         };
         let result = self
@@ -237,7 +244,7 @@ impl BackupService for GrpcApi {
             filename: record.filename.clone(),
             size: record.size,
             sha256: record.sha256.clone(),
-            content_type: "application/json".into(),
+            content_type: record.content_type().into(),
         };
         // An empty remainder (offset == size) still sends the metadata message.
         if record.size == download.offset {
@@ -349,6 +356,25 @@ impl BackupService for GrpcApi {
             .instrument(call.span())
             .await;
         Ok(Response::new(convert::maintenance(call.finish(result)?)))
+    }
+
+    async fn prune_backups(
+        &self,
+        request: Request<proto::PruneBackupsRequest>,
+    ) -> Result<Response<proto::PruneBackupsResponse>, Status> {
+        let call = Call::new("PruneBackups", Action::Prune, &request, "");
+        let dry_run = request.get_ref().dry_run;
+        let result = self.core.prune(dry_run).instrument(call.span()).await;
+        Ok(Response::new(convert::prune(call.finish(result)?)))
+    }
+
+    async fn get_schedule(
+        &self,
+        request: Request<proto::GetScheduleRequest>,
+    ) -> Result<Response<proto::Schedule>, Status> {
+        let call = Call::new("GetSchedule", Action::Get, &request, "");
+        let result = self.core.schedule_status().instrument(call.span()).await;
+        Ok(Response::new(convert::schedule(call.finish(result)?)))
     }
 }
 

@@ -78,11 +78,12 @@ impl Catalog {
                 }
             }
         }
-        for name in storage.list(".json").await? {
+        for name in storage.list("").await? {
             if name.ends_with(MANIFEST_SUFFIX) {
                 continue;
             }
-            let stem = name.trim_end_matches(".json");
+            // backup_<time>.json, .json.gz, .json.zst, ... .enc
+            let stem = name.split(".json").next().unwrap_or_default();
             if BackupId::parse(stem).is_ok() && !catalog.contains(stem) {
                 tracing::warn!(object = %name, "removing backup data without a manifest (interrupted backup)");
                 storage.delete(&name).await?;
@@ -148,6 +149,98 @@ impl Catalog {
         let page: Vec<BackupRecord> = iter.by_ref().take(size).map(snapshot).collect();
         let more = iter.next().is_some();
         (page, more)
+    }
+
+    /// Merges what storage holds now: manifests written by other replicas
+    /// sharing the storage are added, records whose manifest another replica
+    /// deleted are dropped. Jobs running here are kept. Unlike `load`, this
+    /// never deletes anything in storage (another replica may be mid-write).
+    /// Returns (added, removed).
+    pub async fn refresh(&self, storage: &dyn Storage) -> Result<(usize, usize)> {
+        // Only records already finished before listing may be dropped: a job
+        // finishing during the listing has a manifest the listing may miss.
+        let finished: Vec<String> = self
+            .read()
+            .iter()
+            .filter(|(_, e)| e.progress.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let names = storage.list(MANIFEST_SUFFIX).await?;
+        let mut present = std::collections::HashSet::with_capacity(names.len());
+        let mut added = 0;
+        for name in &names {
+            let Some(stem) = name.strip_suffix(MANIFEST_SUFFIX) else {
+                continue;
+            };
+            present.insert(stem.to_string());
+            if BackupId::parse(stem).is_err() || self.contains(stem) {
+                continue;
+            }
+            let bytes = match storage.get_small(name).await {
+                Ok(bytes) => bytes,
+                // Deleted between listing and reading.
+                Err(e) if e.code == crate::error::ErrorCode::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            match serde_json::from_slice::<Manifest>(&bytes) {
+                Ok(m) if m.record.backup_id == stem => {
+                    let mut entries = self.write();
+                    // A local job may have registered the id meanwhile: it wins.
+                    if !entries.contains_key(stem) {
+                        entries.insert(
+                            stem.to_string(),
+                            Entry {
+                                record: m.record,
+                                progress: None,
+                            },
+                        );
+                        added += 1;
+                    }
+                }
+                Ok(_) => tracing::warn!(manifest = %name, "manifest naming another backup skipped"),
+                Err(e) => {
+                    tracing::warn!(manifest = %name, error = %e, "unreadable manifest skipped")
+                }
+            }
+        }
+        let mut removed = 0;
+        {
+            let mut entries = self.write();
+            for id in finished {
+                if !present.contains(&id) && entries.get(&id).is_some_and(|e| e.progress.is_none())
+                {
+                    entries.remove(&id);
+                    removed += 1;
+                }
+            }
+        }
+        if added > 0 || removed > 0 {
+            tracing::debug!(added, removed, "catalog refreshed from storage");
+        }
+        Ok((added, removed))
+    }
+
+    /// Every record, newest first.
+    pub fn all(&self) -> Vec<BackupRecord> {
+        self.read().values().rev().map(snapshot).collect()
+    }
+
+    /// The newest record of a scheduled backup.
+    pub fn last_scheduled(&self) -> Option<BackupRecord> {
+        self.read()
+            .values()
+            .rev()
+            .find(|e| e.record.trigger == super::record::Trigger::Scheduled)
+            .map(snapshot)
+    }
+
+    /// The record of the scheduled backup taken for `slot`, if any.
+    pub fn for_slot(&self, slot: chrono::DateTime<chrono::Utc>) -> Option<BackupRecord> {
+        self.read()
+            .values()
+            .rev()
+            .find(|e| e.record.scheduled_for == Some(slot))
+            .map(snapshot)
     }
 
     pub fn stats(&self) -> Stats {

@@ -11,8 +11,10 @@ use super::catalog::{Manifest, manifest_name};
 use super::record::{BackupRecord, BackupStatus, Progress, format_time};
 use crate::error::{Error, Result};
 use crate::format::DocumentsInfo;
+use crate::format::codec::{CompressingWriter, EncryptingWriter, HashingWriter};
 use crate::format::writer::{BackupFileWriter, FileIdentity, WrittenFile};
 use crate::source::Source;
+use crate::storage::ObjectWriter;
 
 /// Registers the record as running and starts the job; the receiver gets the
 /// final record.
@@ -126,12 +128,38 @@ async fn write_file(
             },
         },
     };
-    let mut writer = BackupFileWriter::new(object, identity, progress);
-    match source.dump(&mut writer).await {
-        Ok(()) => writer.finish().await,
+    // format writer -> compression -> encryption -> hash of stored bytes -> storage
+    let (hashing, stored) = HashingWriter::new(object);
+    let mut chain: Box<dyn ObjectWriter> = Box::new(hashing);
+    if !record.encryption_key_id.is_empty() {
+        // Fails closed: without the key nothing is stored, never plaintext.
+        let key = core
+            .codec
+            .keys
+            .current
+            .as_ref()
+            .filter(|k| k.id == record.encryption_key_id)
+            .ok_or_else(|| {
+                Error::internal("the encryption key is unavailable; nothing was stored")
+            })?;
+        chain = EncryptingWriter::start(chain, key)
+            .await
+            .map_err(|e| e.context("encrypting backup"))?;
+    }
+    let chain = CompressingWriter::wrap(chain, record.compression)?;
+    let mut writer = BackupFileWriter::new(chain, identity, progress);
+    let mut written = match source.dump(&mut writer).await {
+        Ok(()) => writer.finish().await?,
         Err(e) => {
             writer.abort().await;
-            Err(e.context("reading database"))
+            return Err(e.context("reading database"));
         }
-    }
+    };
+    let (sha256, size) = stored
+        .lock()
+        .map(|s| s.clone())
+        .map_err(|_| Error::internal("stored digest unavailable"))?;
+    written.sha256 = sha256;
+    written.size = size;
+    Ok(written)
 }

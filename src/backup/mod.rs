@@ -7,6 +7,8 @@ pub mod job;
 pub mod maintenance;
 pub mod record;
 pub mod restore;
+pub mod retention;
+pub mod schedule;
 
 use std::sync::Arc;
 
@@ -51,6 +53,10 @@ pub struct CreateRequest {
     /// Return at once (status RUNNING) instead of waiting.
     pub run_async: bool,
     pub trigger: Trigger,
+    /// None: the server's default.
+    pub compression: Option<crate::format::codec::Compression>,
+    /// The schedule slot a scheduled backup is taken for.
+    pub scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -76,8 +82,12 @@ pub struct Backups {
     pub(crate) maintenance: maintenance::Maintenance,
     /// The configured database: the default restore target.
     pub(crate) database_url: String,
+    /// Compression default and encryption keys.
+    pub(crate) codec: crate::format::codec::CodecSettings,
     pub(crate) restore_lock: tokio::sync::Mutex<()>,
     ids: IdGenerator,
+    /// Schedule and retention settings, set once at start (see `schedule`).
+    pub(crate) automation: std::sync::OnceLock<Arc<schedule::Automation>>,
 }
 
 impl Backups {
@@ -86,6 +96,7 @@ impl Backups {
         source: Arc<dyn Source>,
         storage: Arc<dyn Storage>,
         database_url: &str,
+        codec: crate::format::codec::CodecSettings,
     ) -> Result<Arc<Self>> {
         let catalog = Catalog::load(storage.as_ref()).await?;
         let maintenance = maintenance::Maintenance::load(storage.as_ref()).await?;
@@ -95,8 +106,10 @@ impl Backups {
             catalog,
             maintenance,
             database_url: database_url.to_string(),
+            codec,
             restore_lock: tokio::sync::Mutex::new(()),
             ids: IdGenerator::default(),
+            automation: std::sync::OnceLock::new(),
         }))
     }
 
@@ -168,8 +181,25 @@ impl Backups {
             request.include_documents.unwrap_or(true),
         );
         record.trigger = request.trigger;
+        record.scheduled_for = request.scheduled_for;
         record.created_by = by.label();
         record.status = BackupStatus::Running;
+        record.compression = request
+            .compression
+            .unwrap_or(self.codec.default_compression);
+        if let Some(key) = &self.codec.keys.current {
+            record.encryption_key_id = key.id.clone();
+        }
+        record.filename = format!(
+            "{id}.json{}{}",
+            record.compression.extension(),
+            if record.encryption_key_id.is_empty() {
+                ""
+            } else {
+                ".enc"
+            }
+        );
+        record.object_name = record.filename.clone();
         let done = job::spawn(self.clone(), source, record.clone());
         if request.run_async {
             return self.get(id.as_str()).await;
@@ -262,6 +292,15 @@ impl Backups {
             offset,
             stream,
         })
+    }
+
+    /// Merges backups that other replicas sharing the storage added or
+    /// removed since the catalog was loaded.
+    pub async fn reload(&self) -> Result<()> {
+        self.catalog
+            .refresh(self.storage.as_ref())
+            .await
+            .map(|_| ())
     }
 
     /// Database and storage both reachable.

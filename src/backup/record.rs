@@ -78,6 +78,19 @@ pub struct BackupRecord {
     /// Who asked for it (user id or email from the token).
     #[serde(default)]
     pub created_by: String,
+    /// How the stored file is compressed.
+    #[serde(default)]
+    pub compression: crate::format::codec::Compression,
+    /// The key the stored file is encrypted with; empty when it is not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub encryption_key_id: String,
+    /// The schedule slot a scheduled backup was taken for (`trigger: scheduled`).
+    #[serde(
+        default,
+        with = "iso_time_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub scheduled_for: Option<DateTime<Utc>>,
 }
 
 impl BackupRecord {
@@ -103,7 +116,19 @@ impl BackupRecord {
             source_version: String::new(),
             format_version: 0,
             created_by: String::new(),
+            scheduled_for: None,
+            compression: crate::format::codec::Compression::None,
+            encryption_key_id: String::new(),
         }
+    }
+
+    pub fn encrypted(&self) -> bool {
+        !self.encryption_key_id.is_empty()
+    }
+
+    /// The media type of the stored file.
+    pub fn content_type(&self) -> &'static str {
+        crate::format::codec::content_type(self.compression, !self.encryption_key_id.is_empty())
     }
 
     pub fn id(&self) -> Option<BackupId> {

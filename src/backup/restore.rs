@@ -13,6 +13,7 @@ use super::record::{BackupRecord, BackupStatus};
 use super::{Backups, CreateRequest, Principal};
 use crate::error::{Error, Result};
 use crate::format::Header;
+use crate::format::codec::{Keyring, decode};
 use crate::format::reader::{BackupReader, corrupt};
 use crate::redact::redact_url;
 use crate::source::{TableProgress, Target};
@@ -120,9 +121,12 @@ fn digest(state: &Arc<Mutex<(Sha256, u64)>>) -> (String, u64) {
 /// row counts and whole-file sha256 and size.
 pub async fn check_file(
     stream: ByteStream,
+    keys: &Keyring,
+    encrypted: bool,
 ) -> Result<(Header, BTreeMap<String, u64>, String, u64)> {
     let (stream, state) = hashing(stream);
-    let (header, trailer) = BackupReader::open(stream).await?.verify_to_end().await?;
+    let plain = decode(stream, keys, encrypted).await?;
+    let (header, trailer) = BackupReader::open(plain).await?.verify_to_end().await?;
     let (sha, size) = digest(&state);
     Ok((header, trailer.row_counts, sha, size))
 }
@@ -148,12 +152,14 @@ fn family(engine: &str) -> &str {
 async fn load(
     target: &dyn Target,
     stream: ByteStream,
+    keys: &Keyring,
     expected_sha: Option<String>,
     updates: &Updates,
     counts: &BTreeMap<String, u64>,
 ) -> Result<BTreeMap<String, u64>> {
     let (stream, state) = hashing(stream);
-    let mut reader = BackupReader::open(stream).await?;
+    let plain = decode(stream, keys, false).await?;
+    let mut reader = BackupReader::open(plain).await?;
     let mut progress = |p: TableProgress| {
         let _ = updates.try_send(RestoreUpdate {
             phase: RestorePhase::Loading,
@@ -216,7 +222,8 @@ impl Backups {
             "verifying the stored file",
         ));
         let stream = self.storage.read(&record.object_name, 0).await?;
-        let (header, counts, sha, size) = check_file(stream).await?;
+        let (header, counts, sha, size) =
+            check_file(stream, &self.codec.keys, record.encrypted()).await?;
         check_against_record(&record, &sha, size)?;
 
         let _ = updates.try_send(RestoreUpdate::phase(
@@ -282,6 +289,7 @@ impl Backups {
         let loaded = load(
             target.as_ref(),
             stream,
+            &self.codec.keys,
             Some(record.sha256.clone()),
             &updates,
             &counts,
@@ -319,7 +327,8 @@ impl Backups {
             test_restore_ok: false,
         };
         let stream = self.storage.read(&record.object_name, 0).await?;
-        let (header, counts) = match check_file(stream).await {
+        let (header, counts) = match check_file(stream, &self.codec.keys, record.encrypted()).await
+        {
             Ok((header, counts, sha, size)) => {
                 report.sha256_matches = sha == record.sha256 && size == record.size;
                 if !report.sha256_matches {
@@ -350,6 +359,7 @@ impl Backups {
                 load(
                     target.as_ref(),
                     stream,
+                    &self.codec.keys,
                     Some(record.sha256.clone()),
                     &sink,
                     &counts,
@@ -385,7 +395,16 @@ pub async fn restore_file(
         );
         Ok::<_, Error>(stream)
     };
-    let (header, counts, sha, _) = check_file(open().await?).await?;
+    let older: Vec<String> = std::env::var("BACKUP_DECRYPTION_KEYS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let keys = Keyring::new(
+        std::env::var("BACKUP_ENCRYPTION_KEY").ok().as_deref(),
+        &older,
+    )?;
+    let (header, counts, sha, _) = check_file(open().await?, &keys, false).await?;
     let target = crate::source::open_target(target_url).await?;
     if family(&header.source.engine) != family(target.engine()) {
         return Err(Error::precondition(format!(
@@ -410,8 +429,15 @@ pub async fn restore_file(
     };
     if !dry_run {
         let (sink, _drain) = tokio::sync::mpsc::channel(1);
-        outcome.row_counts =
-            load(target.as_ref(), open().await?, Some(sha), &sink, &counts).await?;
+        outcome.row_counts = load(
+            target.as_ref(),
+            open().await?,
+            &keys,
+            Some(sha),
+            &sink,
+            &counts,
+        )
+        .await?;
     }
     Ok(outcome)
 }

@@ -1,6 +1,7 @@
 //! The backup file: one JSON document laid out one row per line, so it can be
 //! written and checked as a stream. See docs/backup-format.md.
 
+pub mod codec;
 pub mod reader;
 pub mod writer;
 

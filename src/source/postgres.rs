@@ -3,13 +3,15 @@
 //! Every table is read with text `COPY ... TO STDOUT` inside one REPEATABLE
 //! READ READ ONLY transaction. With parallelism > 1 on PostgreSQL, extra
 //! connections join the same exported snapshot and dump tables concurrently;
-//! the file still lists tables in header order, so a table finished ahead of
-//! its turn waits in a small queue and then in an anonymous temp file.
+//! the file still lists tables in header order, so rows dumped ahead of their
+//! table's turn wait in a small shared memory budget and then in an anonymous
+//! temp file, which the writer follows while it grows once the table's turn
+//! comes. The table the writer is on waits for the writer instead.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,8 +19,9 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, PgPool, Postgres, Row, Transaction};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use std::os::unix::fs::FileExt;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::order::parents_first;
 use super::pg_copy::CopyTranscoder;
@@ -29,8 +32,15 @@ use crate::error::{Error, Result};
 
 /// Encoded rows are handed on in pieces of about this size.
 const CHUNK_BYTES: usize = 128 * 1024;
-/// Pieces a table finished ahead of its turn may hold in memory before spilling.
-const QUEUED_CHUNKS: usize = 4;
+/// KiB of encoded rows that tables ahead of the writer may hold in memory,
+/// all together, before they spill to temp files.
+const AHEAD_QUEUE_KIB: usize = 2 * 1024;
+/// KiB of encoded rows queued for the table the writer is on; also how far
+/// the writer may lag behind a spill file before its table leaves the file.
+const CURRENT_QUEUE_KIB: usize = 1024;
+const CURRENT_QUEUE_BYTES: u64 = CURRENT_QUEUE_KIB as u64 * 1024;
+/// Pieces one table's queue may hold; the byte budgets above bind first.
+const QUEUE_PIECES: usize = (AHEAD_QUEUE_KIB + CURRENT_QUEUE_KIB) * 1024 / CHUNK_BYTES + 4;
 const SNAPSHOT_TX: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 
 /// Session settings that make the text output canonical and lossless.
@@ -351,18 +361,67 @@ async fn copy_table(
     Ok(())
 }
 
-/// A table's output when its worker finished: rows that did not fit the
-/// queue went to an anonymous temp file.
-struct Spill {
-    file: Option<tokio::fs::File>,
+/// What a worker hands the writer for one table, in order.
+enum Piece {
+    /// Encoded rows; the permit holds their place in the memory budget
+    /// until the writer has taken them.
+    Rows(Bytes, u64, OwnedSemaphorePermit),
+    /// The rows that follow are in this file, which the worker is still
+    /// writing. Once it lets go of the file, the queue continues.
+    Spill(SpillTail),
+}
+
+/// The writer's end of a spill file: the anonymous temp file, how far the
+/// worker has written it and how far the writer has read it.
+struct SpillTail {
+    file: Arc<std::fs::File>,
+    progress: watch::Receiver<SpillProgress>,
+    read: Arc<AtomicU64>,
+}
+
+/// Bytes written to a spill file so far and the rows they hold. The worker
+/// drops the sender when it is done with the file, whether the table is
+/// finished, goes on through the queue, or failed (its `done` says which).
+#[derive(Debug, Clone, Copy, Default)]
+struct SpillProgress {
+    bytes: u64,
     rows: u64,
 }
 
-/// Where a worker sends one table's pieces: the queue while it has room,
-/// then a temp file.
+/// The worker's end of a spill file.
+struct SpillWriter {
+    file: Arc<std::fs::File>,
+    progress: watch::Sender<SpillProgress>,
+    read: Arc<AtomicU64>,
+    bytes: u64,
+    rows: u64,
+}
+
+/// Memory shared by every table's queue, in permits of one KiB.
+#[derive(Clone)]
+struct QueueBudget {
+    /// For tables ahead of the writer. When it runs out they spill.
+    ahead: Arc<Semaphore>,
+    /// For the table the writer is on. Its worker waits for room.
+    current: Arc<Semaphore>,
+    /// Index of the table the writer is on.
+    writing: Arc<AtomicUsize>,
+}
+
+/// Permits a piece of `len` bytes takes from a budget of `total` permits.
+fn permits_for(len: usize, total: usize) -> u32 {
+    let kib = len.div_ceil(1024).clamp(1, total);
+    u32::try_from(kib).unwrap_or(u32::MAX)
+}
+
+/// Where a worker sends one table's pieces: the queue while the memory
+/// budget allows or the writer is on the table, else a temp file the writer
+/// reads as it grows.
 struct TableOutput {
-    queue: Option<mpsc::Sender<(Bytes, u64)>>,
-    spill: Spill,
+    index: usize,
+    budget: QueueBudget,
+    queue: mpsc::Sender<Piece>,
+    spill: Option<SpillWriter>,
 }
 
 /// Receives the encoded pieces of one table.
@@ -381,46 +440,120 @@ impl RowsTarget for SinkTarget<'_> {
     }
 }
 
+fn writer_stopped() -> Error {
+    Error::internal("backup writer stopped")
+}
+
 #[async_trait]
 impl RowsTarget for TableOutput {
     async fn put(&mut self, bytes: Bytes, rows: u64) -> Result<()> {
-        if let Some(queue) = &self.queue {
-            match queue.try_send((bytes, rows)) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    return Err(Error::internal("backup writer stopped"));
+        let current = self.budget.writing.load(Ordering::Acquire) == self.index;
+        if let Some(spill) = &self.spill {
+            let unread = spill
+                .bytes
+                .saturating_sub(spill.read.load(Ordering::Acquire));
+            if current && unread <= CURRENT_QUEUE_BYTES {
+                // The writer is on this table and has nearly caught up with
+                // the file: let go of it and go on through the queue.
+                self.spill = None;
+            } else {
+                return self.spill_to_file(bytes, rows);
+            }
+        }
+        if current {
+            // Wait for the writer rather than spill.
+            let permits = permits_for(bytes.len(), CURRENT_QUEUE_KIB);
+            let permit = tokio::select! {
+                permit = self.budget.current.clone().acquire_many_owned(permits) => {
+                    permit.map_err(|_| writer_stopped())?
                 }
-                Err(mpsc::error::TrySendError::Full((bytes, rows))) => {
-                    // Closing the queue tells the writer to continue from the file.
-                    self.queue = None;
-                    return self.spill_to_file(bytes, rows).await;
+                () = self.queue.closed() => return Err(writer_stopped()),
+            };
+            return self
+                .queue
+                .send(Piece::Rows(bytes, rows, permit))
+                .await
+                .map_err(|_| writer_stopped());
+        }
+        let permits = permits_for(bytes.len(), AHEAD_QUEUE_KIB);
+        if let Ok(permit) = self.budget.ahead.clone().try_acquire_many_owned(permits) {
+            match self.queue.try_send(Piece::Rows(bytes, rows, permit)) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(writer_stopped()),
+                Err(mpsc::error::TrySendError::Full(Piece::Rows(bytes, rows, _))) => {
+                    self.start_spill().await?;
+                    return self.spill_to_file(bytes, rows);
+                }
+                Err(mpsc::error::TrySendError::Full(Piece::Spill(_))) => {
+                    return Err(Error::internal("spill announcement out of place"));
                 }
             }
         }
-        self.spill_to_file(bytes, rows).await
+        self.start_spill().await?;
+        self.spill_to_file(bytes, rows)
     }
 }
 
 impl TableOutput {
-    async fn spill_to_file(&mut self, bytes: Bytes, rows: u64) -> Result<()> {
-        if self.spill.file.is_none() {
-            let file =
-                tempfile::tempfile().map_err(|e| Error::storage_io("creating spill file", &e))?;
-            self.spill.file = Some(tokio::fs::File::from_std(file));
-        }
-        if let Some(file) = self.spill.file.as_mut() {
-            file.write_all(&bytes)
-                .await
-                .map_err(|e| Error::storage_io("writing spill file", &e))?;
-        }
-        self.spill.rows += rows;
+    /// Creates a spill file and queues it for the writer, which reads it
+    /// while it grows.
+    async fn start_spill(&mut self) -> Result<()> {
+        let file =
+            tempfile::tempfile().map_err(|e| Error::storage_io("creating spill file", &e))?;
+        let file = Arc::new(file);
+        let (progress, watcher) = watch::channel(SpillProgress::default());
+        let read = Arc::new(AtomicU64::new(0));
+        let tail = SpillTail {
+            file: file.clone(),
+            progress: watcher,
+            read: read.clone(),
+        };
+        // Waits only if the queue is full of pieces the writer will take.
+        self.queue
+            .send(Piece::Spill(tail))
+            .await
+            .map_err(|_| writer_stopped())?;
+        self.spill = Some(SpillWriter {
+            file,
+            progress,
+            read,
+            bytes: 0,
+            rows: 0,
+        });
+        Ok(())
+    }
+
+    fn spill_to_file(&mut self, bytes: Bytes, rows: u64) -> Result<()> {
+        let Some(spill) = self.spill.as_mut() else {
+            return Err(Error::internal("no spill file"));
+        };
+        // A page-cache write of one piece, not worth a blocking-pool round trip.
+        spill
+            .file
+            .write_all_at(&bytes, spill.bytes)
+            .map_err(|e| Error::storage_io("writing spill file", &e))?;
+        spill.bytes += bytes.len() as u64;
+        spill.rows += rows;
+        let now = SpillProgress {
+            bytes: spill.bytes,
+            rows: spill.rows,
+        };
+        // Nobody watching means the writer stopped; the queue reports that.
+        spill.progress.send_replace(now);
         Ok(())
     }
 }
 
+/// The writer's end of one table.
 struct TableChannel {
-    queue: mpsc::Receiver<(Bytes, u64)>,
-    done: oneshot::Receiver<Result<Spill>>,
+    queue: mpsc::Receiver<Piece>,
+    done: oneshot::Receiver<Result<()>>,
+}
+
+/// The worker's end of one table.
+struct TableSlot {
+    queue: mpsc::Sender<Piece>,
+    done: oneshot::Sender<Result<()>>,
 }
 
 /// Aborts the worker tasks if the dump stops early.
@@ -440,43 +573,52 @@ async fn dump_parallel(
     sink: &mut dyn DumpSink,
 ) -> Result<()> {
     let tables = Arc::new(tables);
+    let budget = QueueBudget {
+        ahead: Arc::new(Semaphore::new(AHEAD_QUEUE_KIB)),
+        current: Arc::new(Semaphore::new(CURRENT_QUEUE_KIB)),
+        writing: Arc::new(AtomicUsize::new(0)),
+    };
     let mut channels = Vec::with_capacity(tables.len());
-    let mut outputs = Vec::with_capacity(tables.len());
+    let mut slots = Vec::with_capacity(tables.len());
     for _ in 0..tables.len() {
-        let (queue_tx, queue_rx) = mpsc::channel(QUEUED_CHUNKS);
+        let (queue_tx, queue_rx) = mpsc::channel(QUEUE_PIECES);
         let (done_tx, done_rx) = oneshot::channel();
         channels.push(TableChannel {
             queue: queue_rx,
             done: done_rx,
         });
-        outputs.push(std::sync::Mutex::new(Some((queue_tx, done_tx))));
+        slots.push(std::sync::Mutex::new(Some(TableSlot {
+            queue: queue_tx,
+            done: done_tx,
+        })));
     }
-    let outputs = Arc::new(outputs);
+    let slots = Arc::new(slots);
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = AbortOnDrop(Vec::new());
     for mut conn in connections {
-        let (tables, outputs, next) = (tables.clone(), outputs.clone(), next.clone());
+        let (tables, slots, next, budget) =
+            (tables.clone(), slots.clone(), next.clone(), budget.clone());
         workers.0.push(tokio::spawn(async move {
             loop {
                 let index = next.fetch_add(1, Ordering::SeqCst);
                 let Some(table) = tables.get(index) else {
                     break;
                 };
-                let taken = outputs[index].lock().ok().and_then(|mut slot| slot.take());
-                let Some((queue, done)) = taken else {
+                let taken = slots[index].lock().ok().and_then(|mut slot| slot.take());
+                let Some(TableSlot { queue, done }) = taken else {
                     return Err(Error::internal("table handed out twice"));
                 };
                 let mut output = TableOutput {
-                    queue: Some(queue),
-                    spill: Spill {
-                        file: None,
-                        rows: 0,
-                    },
+                    index,
+                    budget: budget.clone(),
+                    queue,
+                    spill: None,
                 };
                 let result = copy_table(&mut conn, table, &mut output).await;
-                output.queue = None;
+                // Closes the queue and lets go of any spill file.
+                drop(output);
                 let failed = result.is_err();
-                let _ = done.send(result.map(|_| output.spill));
+                let _ = done.send(result);
                 if failed {
                     return Ok(());
                 }
@@ -486,33 +628,27 @@ async fn dump_parallel(
                 .map_err(|e| Error::database("ending snapshot transaction", &e))
         }));
     }
+    // Only workers hold the tables' slots now: if they all stop, the writer
+    // sees every table they did not take as stopped rather than waiting.
+    drop(slots);
 
+    let mut buf = vec![0u8; CHUNK_BYTES];
     for (index, channel) in channels.into_iter().enumerate() {
         let TableChannel { mut queue, done } = channel;
+        budget.writing.store(index, Ordering::Release);
         sink.begin_table(index).await?;
-        while let Some((bytes, rows)) = queue.recv().await {
-            sink.rows(bytes, rows).await?;
-        }
-        let spill = done
-            .await
-            .map_err(|_| Error::internal("a table reader stopped unexpectedly"))??;
-        if let Some(mut file) = spill.file {
-            file.seek(std::io::SeekFrom::Start(0))
-                .await
-                .map_err(|e| Error::storage_io("reading spill file", &e))?;
-            let mut buf = vec![0u8; CHUNK_BYTES];
-            loop {
-                let n = file
-                    .read(&mut buf)
-                    .await
-                    .map_err(|e| Error::storage_io("reading spill file", &e))?;
-                if n == 0 {
-                    break;
+        // The queue closes when the worker finishes or fails the table.
+        while let Some(piece) = queue.recv().await {
+            match piece {
+                Piece::Rows(bytes, rows, permit) => {
+                    sink.rows(bytes, rows).await?;
+                    drop(permit);
                 }
-                sink.rows(Bytes::copy_from_slice(&buf[..n]), 0).await?;
+                Piece::Spill(tail) => follow_spill(tail, &mut buf, sink).await?,
             }
-            sink.rows(Bytes::new(), spill.rows).await?;
         }
+        done.await
+            .map_err(|_| Error::internal("a table reader stopped unexpectedly"))??;
         sink.end_table().await?;
     }
     for handle in std::mem::take(&mut workers.0) {
@@ -521,4 +657,53 @@ async fn dump_parallel(
             .map_err(|e| Error::internal(format!("table reader failed: {e}")))??;
     }
     Ok(())
+}
+
+/// Copies a spill file into the sink while its worker is still writing it,
+/// until the worker lets go of it.
+async fn follow_spill(tail: SpillTail, buf: &mut [u8], sink: &mut dyn DumpSink) -> Result<()> {
+    let SpillTail {
+        file,
+        mut progress,
+        read: shared_read,
+    } = tail;
+    let mut read = 0u64;
+    let mut rows = 0u64;
+    loop {
+        let SpillProgress {
+            bytes: written,
+            rows: written_rows,
+        } = *progress.borrow_and_update();
+        while read < written {
+            let want = usize::try_from(written - read)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            // Positional reads leave the worker's writes alone; the data was
+            // just written, so it comes from the page cache.
+            let n = file
+                .read_at(&mut buf[..want], read)
+                .map_err(|e| Error::storage_io("reading spill file", &e))?;
+            if n == 0 {
+                return Err(Error::internal("spill file shorter than written"));
+            }
+            read += n as u64;
+            shared_read.store(read, Ordering::Release);
+            let new_rows = if read == written {
+                written_rows.saturating_sub(rows)
+            } else {
+                0
+            };
+            rows += new_rows;
+            sink.rows(Bytes::copy_from_slice(&buf[..n]), new_rows)
+                .await?;
+        }
+        if written_rows > rows {
+            sink.rows(Bytes::new(), written_rows - rows).await?;
+            rows = written_rows;
+        }
+        if progress.changed().await.is_err() {
+            // The worker let go of the file and every update has been seen.
+            return Ok(());
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! rebuilt from what storage holds (data objects and manifests beside them).
 
 pub mod local;
+pub mod s3;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -54,7 +55,8 @@ pub trait Storage: Send + Sync {
     async fn clean_incomplete(&self) -> Result<usize>;
 }
 
-/// Opens the backend a `STORAGE_URL` names: a plain path or `file:///abs`.
+/// Opens the backend a `STORAGE_URL` names: a plain path, `file:///abs` or
+/// `s3://bucket/prefix`.
 pub async fn open(url: &str) -> Result<Arc<dyn Storage>> {
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
@@ -63,6 +65,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn Storage>> {
             )));
         }
         return Ok(Arc::new(local::LocalStorage::open(path).await?));
+    }
+    if url.starts_with("s3://") {
+        return Ok(Arc::new(s3::S3Storage::open(url)?));
     }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(Error::invalid(format!(

@@ -86,7 +86,7 @@ pub fn file_headers(record: &BackupRecord) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+        HeaderValue::from_static(record.content_type()),
     );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     // Filenames come from validated ids: no quotes or control characters.

@@ -20,6 +20,9 @@ pub struct CreateBackupBody {
     /// Answer 202 at once instead of waiting for completion.
     #[serde(default, rename = "async")]
     pub run_async: Option<bool>,
+    /// none, gzip or zstd (default: the server's setting).
+    #[serde(default)]
+    pub compression: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -59,10 +62,17 @@ pub struct BackupView {
     pub source_engine: String,
     pub source_version: String,
     pub format_version: u32,
+    /// none, gzip or zstd.
+    pub compression: String,
+    /// Key id of the encryption key; empty when not encrypted.
+    pub encryption_key_id: String,
+    /// Media type of the stored file.
+    pub content_type: String,
 }
 
 impl From<BackupRecord> for BackupView {
     fn from(r: BackupRecord) -> Self {
+        let content_type = r.content_type().to_string();
         Self {
             backup_id: r.backup_id,
             filename: r.filename,
@@ -97,6 +107,9 @@ impl From<BackupRecord> for BackupView {
             source_engine: r.source_engine,
             source_version: r.source_version,
             format_version: r.format_version,
+            content_type,
+            compression: r.compression.as_str().to_string(),
+            encryption_key_id: r.encryption_key_id,
         }
     }
 }
@@ -249,6 +262,151 @@ impl From<crate::backup::restore::VerifyReport> for VerifyView {
             problems: r.problems,
             test_restore_performed: r.test_restore_performed,
             test_restore_ok: r.test_restore_ok,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PruneBody {
+    /// List what would be deleted; delete nothing.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionView {
+    /// False when no rule is set: nothing is ever pruned.
+    pub enabled: bool,
+    /// Completed backups younger than this are kept; null = no maximum age.
+    #[schema(example = "30d")]
+    pub max_age: Option<String>,
+    pub max_age_seconds: u64,
+    pub keep_last: u32,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+    /// Days, weeks and months are read in this IANA time zone.
+    pub time_zone: String,
+    pub summary: String,
+}
+
+impl From<&crate::backup::retention::RetentionPolicy> for RetentionView {
+    fn from(p: &crate::backup::retention::RetentionPolicy) -> Self {
+        Self {
+            enabled: p.is_enabled(),
+            max_age: p.max_age.map(crate::backup::retention::format_age),
+            max_age_seconds: p.max_age.map(|a| a.as_secs()).unwrap_or(0),
+            keep_last: p.keep_last,
+            keep_daily: p.keep_daily,
+            keep_weekly: p.keep_weekly,
+            keep_monthly: p.keep_monthly,
+            time_zone: p.time_zone.name().to_string(),
+            summary: p.describe(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeptView {
+    pub backup_id: String,
+    /// newest, last, daily, weekly, monthly, max-age, running, failed or no-policy.
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneFailureView {
+    pub backup_id: String,
+    pub error: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneView {
+    pub dry_run: bool,
+    /// Deleted now (empty on a dry run).
+    pub deleted: Vec<String>,
+    /// What a real run would delete (dry run only).
+    pub would_delete: Vec<String>,
+    /// Kept, newest first, with the rules that keep each.
+    pub kept: Vec<KeptView>,
+    /// Selected backups whose deletion failed; the others were still deleted.
+    pub failures: Vec<PruneFailureView>,
+    pub retention: RetentionView,
+}
+
+impl From<crate::backup::retention::PruneReport> for PruneView {
+    fn from(r: crate::backup::retention::PruneReport) -> Self {
+        Self {
+            dry_run: r.dry_run,
+            retention: RetentionView::from(&r.policy),
+            deleted: r.deleted,
+            would_delete: r.would_delete,
+            kept: r
+                .kept
+                .into_iter()
+                .map(|k| KeptView {
+                    backup_id: k.backup_id,
+                    reasons: k.reasons.iter().map(|r| r.as_str().to_string()).collect(),
+                })
+                .collect(),
+            failures: r
+                .failures
+                .into_iter()
+                .map(|f| PruneFailureView {
+                    backup_id: f.backup_id,
+                    error: f.error,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleView {
+    /// False when BACKUP_SCHEDULE is unset.
+    pub enabled: bool,
+    /// Cron expression: 5 fields, or 6 with seconds first.
+    #[schema(example = "0 * * * *")]
+    pub expression: String,
+    #[schema(example = "UTC")]
+    pub time_zone: String,
+    /// The next slot (ISO 8601 UTC); null when disabled.
+    pub next_run_at: Option<String>,
+    /// The slot of the last scheduled run, by any replica.
+    pub last_run_at: Option<String>,
+    /// RUNNING, COMPLETED, FAILED or SKIPPED; null when none ran yet.
+    pub last_result: Option<String>,
+    pub last_backup_id: Option<String>,
+    /// Why the last run failed or was skipped.
+    pub last_message: Option<String>,
+    pub last_finished_at: Option<String>,
+    /// Whether a slot missed while every replica was down runs at start.
+    pub run_missed: bool,
+    pub retention: RetentionView,
+}
+
+impl From<crate::backup::schedule::ScheduleStatus> for ScheduleView {
+    fn from(s: crate::backup::schedule::ScheduleStatus) -> Self {
+        let last = s.last_run.as_ref();
+        Self {
+            enabled: s.enabled,
+            expression: s.expression,
+            time_zone: s.time_zone,
+            next_run_at: s.next_run_at.as_ref().map(format_time),
+            last_run_at: last.map(|l| format_time(&l.slot)),
+            last_result: last.map(|l| l.result.as_str().to_string()),
+            last_backup_id: last
+                .map(|l| l.backup_id.clone())
+                .filter(|id| !id.is_empty()),
+            last_message: last.map(|l| l.message.clone()).filter(|m| !m.is_empty()),
+            last_finished_at: last.and_then(|l| l.finished_at.as_ref()).map(format_time),
+            run_missed: s.run_missed,
+            retention: RetentionView::from(&s.retention),
         }
     }
 }

@@ -21,7 +21,8 @@ use tracing::Instrument;
 use self::download::{RangeRequest, parse_range};
 use self::dto::{
     BackupView, CreateBackupBody, DeletedView, HealthView, ListQuery, ListView, MaintenanceBody,
-    MaintenanceView, RestoreBody, RestoreView, VerifyBody, VerifyView,
+    MaintenanceView, PruneBody, PruneView, RestoreBody, RestoreView, ScheduleView, VerifyBody,
+    VerifyView,
 };
 use self::error::ApiError;
 use self::extract::{Admin, HasGateway, StrictJson};
@@ -67,6 +68,9 @@ pub fn router(core: Arc<Backups>, auth: Arc<Authenticator>, config: &ServeConfig
         .route("/api/backup", post(create_backup))
         .route("/api/backup/create", post(create_backup_documented))
         .route("/api/backup/list", get(list_backups))
+        // Static segments win over `/api/backup/{backup_id}` in axum's router.
+        .route("/api/backup/prune", post(prune_backups))
+        .route("/api/backup/schedule", get(get_schedule))
         .route(
             "/api/backup/download/{backup_id}",
             get(download_backup).head(head_backup),
@@ -129,6 +133,11 @@ async fn create(
         description: body.description.unwrap_or_default(),
         include_documents: body.include_documents,
         run_async,
+        compression: body
+            .compression
+            .as_deref()
+            .map(crate::format::codec::Compression::parse)
+            .transpose()?,
         ..Default::default()
     };
     let result = g
@@ -460,6 +469,51 @@ pub async fn set_maintenance(
     audit(Action::Maintenance, Some(&who), "", peer, &result);
     let state = result?;
     Ok(Json(MaintenanceView::from(state)))
+}
+
+/// Apply the retention policy now, or with `dryRun` list what would go.
+#[utoipa::path(post, path = "/api/backup/prune", tag = "backups",
+    request_body = PruneBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "What was deleted (or would be) and what is kept, with reasons; failed deletions are listed and did not stop the others", body = PruneView),
+        (status = 400, description = "Invalid input", body = error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
+        (status = 403, description = "Not an admin", body = error::ErrorBody),
+        (status = 409, description = "Maintenance mode is on (a dry run still works)", body = error::ErrorBody),
+        (status = 500, description = "Storage could not be listed", body = error::ErrorBody)))]
+pub async fn prune_backups(
+    State(g): State<Shared>,
+    Admin(who, peer): Admin,
+    StrictJson(body): StrictJson<PruneBody>,
+) -> Result<Json<PruneView>, ApiError> {
+    let result = g
+        .core
+        .prune(body.dry_run.unwrap_or(false))
+        .instrument(span("PruneBackups", &who, ""))
+        .await;
+    audit(Action::Prune, Some(&who), "", peer, &result);
+    Ok(Json(PruneView::from(result?)))
+}
+
+/// The backup schedule, its next run and the last scheduled run.
+#[utoipa::path(get, path = "/api/backup/schedule", tag = "backups",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The schedule", body = ScheduleView),
+        (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
+        (status = 403, description = "Not an admin", body = error::ErrorBody)))]
+pub async fn get_schedule(
+    State(g): State<Shared>,
+    Admin(who, peer): Admin,
+) -> Result<Json<ScheduleView>, ApiError> {
+    let result = g
+        .core
+        .schedule_status()
+        .instrument(span("GetSchedule", &who, ""))
+        .await;
+    audit(Action::Get, Some(&who), "", peer, &result);
+    Ok(Json(ScheduleView::from(result?)))
 }
 
 /// Prometheus text format.

@@ -5,9 +5,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dto::{
-    BackupView, CloudinaryStatsView, CreateBackupBody, DeletedView, HealthView, ListView,
-    MaintenanceBody, MaintenanceView, ProgressView, RestoreBody, RestoreView, VerifyBody,
-    VerifyView,
+    BackupView, CloudinaryStatsView, CreateBackupBody, DeletedView, HealthView, KeptView, ListView,
+    MaintenanceBody, MaintenanceView, ProgressView, PruneBody, PruneFailureView, PruneView,
+    RestoreBody, RestoreView, RetentionView, ScheduleView, VerifyBody, VerifyView,
 };
 use super::error::{ErrorBody, ErrorDetail};
 
@@ -30,11 +30,14 @@ use super::error::{ErrorBody, ErrorDetail};
         super::verify_backup,
         super::get_maintenance,
         super::set_maintenance,
+        super::prune_backups,
+        super::get_schedule,
     ),
     components(schemas(
         BackupView, ProgressView, CreateBackupBody, ListView, CloudinaryStatsView, DeletedView,
         HealthView, ErrorBody, ErrorDetail, RestoreBody, RestoreView, VerifyBody, VerifyView,
-        MaintenanceBody, MaintenanceView
+        MaintenanceBody, MaintenanceView, PruneBody, PruneView, KeptView, PruneFailureView,
+        RetentionView, ScheduleView
     )),
     modifiers(&BearerAuth),
     tags((name = "backups"), (name = "restore"), (name = "health"))
