@@ -300,8 +300,17 @@ impl BackupService for GrpcApi {
         });
         // Refusals before any progress (no maintenance mode, unknown id) fail the call itself.
         let first = tokio::select! {
-            update = progress.recv() => update,
-            result = &mut job => {
+            update = progress.recv() => update.map(Ok),
+            result = &mut job => Some(Err(result)),
+        };
+        let first = match first {
+            Some(Ok(update)) => Some(update),
+            // The job ended first, or closed its progress channel on the way out.
+            ended => {
+                let result = match ended {
+                    Some(Err(result)) => result,
+                    _ => (&mut job).await,
+                };
                 let outcome = joined(result)?;
                 let rest = tokio_stream::wrappers::ReceiverStream::new(progress)
                     .map(|u| Ok(convert::restore_progress(u)));
