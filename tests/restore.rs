@@ -1419,3 +1419,42 @@ async fn sqlite_restore_round_trip() {
     conn.close().await.ok();
     server.shutdown().await;
 }
+
+/// SQLite lets any column hold any storage class; each must come back as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_values_keep_their_storage_class() {
+    let dir = temp_dir();
+    let db = sqlite_url(dir.path());
+    {
+        let mut conn = sqlx::SqliteConnection::connect(&format!("{db}?mode=rwc"))
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE mixed (id INTEGER PRIMARY KEY, anything, b BLOB, t TEXT, r REAL, n INTEGER);
+             INSERT INTO mixed VALUES
+               (1, 'abcd', 'QUJD', x'0102', 'Infinity', 'not a number'),
+               (2, x'00ff', 'not base64 !', x'', 9e999, x'0a'),
+               (3, 1.5, x'414243', 'plain', -9e999, 7),
+               (4, 'NaN', NULL, 'QUJD', 'NaN', 2.5);",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let before = sqlite_snapshot(&db).await;
+    let server = start(&config(&db, &dir.path().join("backups"))).await;
+    let mut client = admin_client(server.grpc_addr).await;
+    let backup = backup_now(&mut client, "mixed storage classes").await;
+    {
+        let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
+        sqlx::raw_sql("DELETE FROM mixed WHERE id > 1; UPDATE mixed SET anything = 'changed';")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    set_maintenance(&mut client, true, "restore drill").await;
+    let run = restore(&mut client, restore_request(&backup.backup_id)).await;
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(sqlite_snapshot(&db).await, before);
+    server.shutdown().await;
+}

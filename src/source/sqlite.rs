@@ -105,12 +105,13 @@ impl Source for SqliteSource {
                 quote_ident(&table.name)
             );
             let what = format!("reading table {}", table.name);
+            let encodings: Vec<ValueEncoding> = table.columns.iter().map(|c| c.encoding).collect();
             let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *tx);
             let mut out = Vec::with_capacity(CHUNK_BYTES + 4096);
             let mut count = 0;
             while let Some(row) = rows.next().await {
                 let row = row.map_err(|e| Error::database(&what, &e))?;
-                encode_row(&row, table.columns.len(), &mut out)?;
+                encode_row(&row, &encodings, &mut out)?;
                 count += 1;
                 if out.len() >= CHUNK_BYTES {
                     let piece = std::mem::replace(&mut out, Vec::with_capacity(CHUNK_BYTES + 4096));
@@ -196,9 +197,16 @@ fn affinity(declared: &str) -> ValueEncoding {
     }
 }
 
-fn encode_row(row: &sqlx::sqlite::SqliteRow, width: usize, out: &mut Vec<u8>) -> Result<()> {
+/// Writes one row by the values' storage classes. A value the column's
+/// encoding would misread on restore is tagged: `{"blob": base64}`,
+/// `{"text": string}` or `{"real": "Infinity"}` (docs/backup-format.md).
+fn encode_row(
+    row: &sqlx::sqlite::SqliteRow,
+    encodings: &[ValueEncoding],
+    out: &mut Vec<u8>,
+) -> Result<()> {
     out.extend_from_slice(b",\n[");
-    for i in 0..width {
+    for (i, encoding) in encodings.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -220,25 +228,42 @@ fn encode_row(row: &sqlx::sqlite::SqliteRow, width: usize, out: &mut Vec<u8>) ->
                 let v: f64 = row.try_get_unchecked(i).map_err(decode)?;
                 if v.is_finite() {
                     out.extend_from_slice(format!("{v:?}").as_bytes());
-                } else if v.is_nan() {
-                    out.extend_from_slice(b"\"NaN\"");
-                } else if v > 0.0 {
-                    out.extend_from_slice(b"\"Infinity\"");
                 } else {
-                    out.extend_from_slice(b"\"-Infinity\"");
+                    let name = if v.is_nan() {
+                        "NaN"
+                    } else if v > 0.0 {
+                        "Infinity"
+                    } else {
+                        "-Infinity"
+                    };
+                    tagged(out, *encoding != ValueEncoding::Float, "real", name);
                 }
             }
             "BLOB" => {
                 let v: Vec<u8> = row.try_get_unchecked(i).map_err(decode)?;
                 let encoded = base64::engine::general_purpose::STANDARD.encode(v);
-                push_json_string(out, &encoded);
+                tagged(out, *encoding != ValueEncoding::Base64, "blob", &encoded);
             }
             _ => {
                 let v: String = row.try_get_unchecked(i).map_err(decode)?;
-                push_json_string(out, &v);
+                let ambiguous = matches!(encoding, ValueEncoding::Base64 | ValueEncoding::Float);
+                tagged(out, ambiguous, "text", &v);
             }
         }
     }
     out.push(b']');
     Ok(())
+}
+
+/// A JSON string, wrapped as `{"tag": "..."}` when `tag_it`.
+fn tagged(out: &mut Vec<u8>, tag_it: bool, tag: &str, value: &str) {
+    if tag_it {
+        out.push(b'{');
+        push_json_string(out, tag);
+        out.push(b':');
+        push_json_string(out, value);
+        out.push(b'}');
+    } else {
+        push_json_string(out, value);
+    }
 }

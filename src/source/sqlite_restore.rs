@@ -175,12 +175,37 @@ impl Target for SqliteTarget {
     }
 }
 
+/// A storage class tagged by the dump: `{"blob": b64}`, `{"text": s}`, `{"real": "Infinity"}`.
+fn bind_tagged(args: &mut SqliteArguments, raw: &[u8]) -> Result<()> {
+    let value: std::collections::BTreeMap<String, String> = serde_json::from_slice(raw)
+        .map_err(|_| corrupt("unexpected object value in a SQLite backup"))?;
+    let bound = match value.iter().next().map(|(k, v)| (k.as_str(), v.as_str())) {
+        Some(("blob", b64)) if value.len() == 1 => args.add(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| corrupt(format!("bad base64 value: {e}")))?,
+        ),
+        Some(("text", text)) if value.len() == 1 => args.add(text.to_string()),
+        Some(("real", name)) if value.len() == 1 => args.add(match name {
+            "NaN" => f64::NAN,
+            "Infinity" => f64::INFINITY,
+            "-Infinity" => f64::NEG_INFINITY,
+            _ => return Err(corrupt("bad tagged real value")),
+        }),
+        _ => return Err(corrupt("unexpected object value in a SQLite backup")),
+    };
+    bound.map_err(|e| Error::internal(format!("binding a value: {e}")))
+}
+
 fn bind_value(
     args: &mut SqliteArguments,
     raw: &[u8],
     encoding: ValueEncoding,
     text: &mut Vec<u8>,
 ) -> Result<()> {
+    if raw.first() == Some(&b'{') && encoding != ValueEncoding::Json {
+        return bind_tagged(args, raw);
+    }
     let bound = match raw.first() {
         _ if raw == b"null" => args.add(None::<i64>),
         _ if raw == b"true" => args.add(1i64),
