@@ -250,18 +250,27 @@ async fn paging_is_newest_first_and_restart_keeps_the_catalog() {
     assert_eq!(unique.len(), 5, "ids are unique");
     server.shutdown().await;
 
-    // A leftover of an interrupted write and a data file without manifest.
-    std::fs::write(
-        dir.path().join("backups/.incomplete-00-backup_x.json"),
-        b"partial",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path()
-            .join("backups/backup_2020-01-01T00-00-00-000Z.json"),
-        b"orphan",
-    )
-    .unwrap();
+    // Leftovers of interrupted writes and data files without a manifest:
+    // stale ones are cleaned at start, fresh ones (another replica may be
+    // writing them right now) are left alone.
+    let backups = dir.path().join("backups");
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for (name, old) in [
+        (".incomplete-00-backup_x.json", true),
+        ("backup_2020-01-01T00-00-00-000Z.json", true),
+        (".incomplete-01-backup_y.json", false),
+        ("backup_2020-01-02T00-00-00-000Z.json.zst", false),
+    ] {
+        std::fs::write(backups.join(name), b"leftover").unwrap();
+        if old {
+            std::fs::File::options()
+                .write(true)
+                .open(backups.join(name))
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        }
+    }
 
     let server = start(&cfg).await;
     let mut client = admin_client(server.grpc_addr).await;
@@ -287,15 +296,21 @@ async fn paging_is_newest_first_and_restart_keeps_the_catalog() {
     let mut newest_first = ids.clone();
     newest_first.reverse();
     assert_eq!(seen, newest_first);
+    assert!(!backups.join(".incomplete-00-backup_x.json").exists());
     assert!(
-        !dir.path()
-            .join("backups/.incomplete-00-backup_x.json")
+        !backups
+            .join("backup_2020-01-01T00-00-00-000Z.json")
             .exists()
     );
     assert!(
-        !dir.path()
-            .join("backups/backup_2020-01-01T00-00-00-000Z.json")
-            .exists()
+        backups.join(".incomplete-01-backup_y.json").exists(),
+        "fresh temp kept"
+    );
+    assert!(
+        backups
+            .join("backup_2020-01-02T00-00-00-000Z.json.zst")
+            .exists(),
+        "fresh orphan kept"
     );
     server.shutdown().await;
 }

@@ -84,7 +84,12 @@ impl Catalog {
             }
             // backup_<time>.json, .json.gz, .json.zst, ... .enc
             let stem = name.split(".json").next().unwrap_or_default();
-            if BackupId::parse(stem).is_ok() && !catalog.contains(stem) {
+            // A fresh one may be a backup another replica is finishing right now.
+            let stale = storage
+                .age(&name)
+                .await
+                .is_none_or(|age| age >= crate::storage::STALE_AFTER);
+            if BackupId::parse(stem).is_ok() && !catalog.contains(stem) && stale {
                 tracing::warn!(object = %name, "removing backup data without a manifest (interrupted backup)");
                 storage.delete(&name).await?;
             }

@@ -202,6 +202,12 @@ impl Storage for LocalStorage {
         Ok(names)
     }
 
+    async fn age(&self, name: &str) -> Option<std::time::Duration> {
+        let path = self.path(name).ok()?;
+        let modified = fs::metadata(&path).await.ok()?.modified().ok()?;
+        Some(modified.elapsed().unwrap_or_default())
+    }
+
     async fn clean_incomplete(&self) -> Result<usize> {
         let mut entries = fs::read_dir(&self.dir)
             .await
@@ -216,7 +222,11 @@ impl Storage for LocalStorage {
                 .file_name()
                 .to_str()
                 .is_some_and(|n| n.starts_with(TEMP_PREFIX));
-            if is_temp && fs::remove_file(entry.path()).await.is_ok() {
+            let stale = match entry.metadata().await.and_then(|m| m.modified()) {
+                Ok(modified) => modified.elapsed().unwrap_or_default() >= super::STALE_AFTER,
+                Err(_) => false,
+            };
+            if is_temp && stale && fs::remove_file(entry.path()).await.is_ok() {
                 removed += 1;
             }
         }

@@ -13,6 +13,10 @@ use futures::Stream;
 
 use crate::error::{Error, Result};
 
+/// Leftovers younger than this may belong to a backup another replica is
+/// still writing, so start-up cleaning leaves them alone.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// A stream of an object's bytes, read lazily with backpressure.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
@@ -51,8 +55,11 @@ pub trait Storage: Send + Sync {
     async fn delete(&self, name: &str) -> Result<()>;
     /// Names of all objects with the given suffix.
     async fn list(&self, suffix: &str) -> Result<Vec<String>>;
-    /// Removes leftovers of interrupted writes; returns how many.
+    /// Removes leftovers of interrupted writes untouched for `STALE_AFTER`
+    /// (another replica may be writing the fresh ones); returns how many.
     async fn clean_incomplete(&self) -> Result<usize>;
+    /// Time since the object was last written, when the backend knows it.
+    async fn age(&self, name: &str) -> Option<std::time::Duration>;
 }
 
 /// Opens the backend a `STORAGE_URL` names: a plain path, `file:///abs` or

@@ -222,6 +222,12 @@ impl Storage for S3Storage {
         Ok(names)
     }
 
+    async fn age(&self, name: &str) -> Option<std::time::Duration> {
+        let path = self.path(name).ok()?;
+        let meta = self.store.head(&path).await.ok()?;
+        (chrono::Utc::now() - meta.last_modified).to_std().ok()
+    }
+
     async fn clean_incomplete(&self) -> Result<usize> {
         // Incomplete multipart uploads are invisible and never listed; an
         // abort on failure removes ours, and a bucket lifecycle rule should
