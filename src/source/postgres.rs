@@ -164,9 +164,16 @@ impl Source for PostgresSource {
                 .map_err(|e| Error::database("ending snapshot transaction", &e))?;
             return Ok(());
         }
-        let mut connections = helpers;
-        connections.insert(0, lead);
-        dump_parallel(connections, tables, sink).await
+        let tables = Arc::new(tables);
+        let readers = std::iter::once(lead)
+            .chain(helpers)
+            .map(|conn| SnapshotReader {
+                conn,
+                tables: tables.clone(),
+            })
+            .collect();
+        dump_in_order(readers, tables.len(), sink).await?;
+        Ok(())
     }
 }
 
@@ -406,6 +413,16 @@ struct QueueBudget {
     current: Arc<Semaphore>,
     /// Index of the table the writer is on.
     writing: Arc<AtomicUsize>,
+    stats: Arc<SpillStats>,
+}
+
+/// How much of a parallel dump went through temp files.
+#[derive(Debug, Default)]
+struct SpillStats {
+    files: AtomicU64,
+    bytes: AtomicU64,
+    /// Spill files a table left for the queue once its turn came.
+    left_early: AtomicU64,
 }
 
 /// Permits a piece of `len` bytes takes from a budget of `total` permits.
@@ -456,6 +473,7 @@ impl RowsTarget for TableOutput {
                 // The writer is on this table and has nearly caught up with
                 // the file: let go of it and go on through the queue.
                 self.spill = None;
+                self.budget.stats.left_early.fetch_add(1, Ordering::Relaxed);
             } else {
                 return self.spill_to_file(bytes, rows);
             }
@@ -513,6 +531,7 @@ impl TableOutput {
             .send(Piece::Spill(tail))
             .await
             .map_err(|_| writer_stopped())?;
+        self.budget.stats.files.fetch_add(1, Ordering::Relaxed);
         self.spill = Some(SpillWriter {
             file,
             progress,
@@ -534,6 +553,10 @@ impl TableOutput {
             .map_err(|e| Error::storage_io("writing spill file", &e))?;
         spill.bytes += bytes.len() as u64;
         spill.rows += rows;
+        self.budget
+            .stats
+            .bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let now = SpillProgress {
             bytes: spill.bytes,
             rows: spill.rows,
@@ -567,20 +590,54 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn dump_parallel(
-    connections: Vec<Transaction<'static, Postgres>>,
-    tables: Vec<TableSchema>,
+/// Dumps tables on one connection of a shared snapshot.
+#[async_trait]
+trait TableReader: Send + 'static {
+    /// Streams table `index` into `output`.
+    async fn read_table(&mut self, index: usize, output: &mut dyn RowsTarget) -> Result<()>;
+    /// Ends the reader's transaction after its last table.
+    async fn finish(self) -> Result<()>;
+}
+
+struct SnapshotReader {
+    conn: Transaction<'static, Postgres>,
+    tables: Arc<Vec<TableSchema>>,
+}
+
+#[async_trait]
+impl TableReader for SnapshotReader {
+    async fn read_table(&mut self, index: usize, output: &mut dyn RowsTarget) -> Result<()> {
+        let table = self
+            .tables
+            .get(index)
+            .ok_or_else(|| Error::internal("unknown table index"))?;
+        copy_table(&mut self.conn, table, output).await
+    }
+
+    async fn finish(self) -> Result<()> {
+        self.conn
+            .commit()
+            .await
+            .map_err(|e| Error::database("ending snapshot transaction", &e))
+    }
+}
+
+/// Runs the readers concurrently, each taking the next table not yet taken,
+/// and writes the tables into `sink` in index order.
+async fn dump_in_order<R: TableReader>(
+    readers: Vec<R>,
+    table_count: usize,
     sink: &mut dyn DumpSink,
-) -> Result<()> {
-    let tables = Arc::new(tables);
+) -> Result<Arc<SpillStats>> {
     let budget = QueueBudget {
         ahead: Arc::new(Semaphore::new(AHEAD_QUEUE_KIB)),
         current: Arc::new(Semaphore::new(CURRENT_QUEUE_KIB)),
         writing: Arc::new(AtomicUsize::new(0)),
+        stats: Arc::new(SpillStats::default()),
     };
-    let mut channels = Vec::with_capacity(tables.len());
-    let mut slots = Vec::with_capacity(tables.len());
-    for _ in 0..tables.len() {
+    let mut channels = Vec::with_capacity(table_count);
+    let mut slots = Vec::with_capacity(table_count);
+    for _ in 0..table_count {
         let (queue_tx, queue_rx) = mpsc::channel(QUEUE_PIECES);
         let (done_tx, done_rx) = oneshot::channel();
         channels.push(TableChannel {
@@ -595,16 +652,15 @@ async fn dump_parallel(
     let slots = Arc::new(slots);
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = AbortOnDrop(Vec::new());
-    for mut conn in connections {
-        let (tables, slots, next, budget) =
-            (tables.clone(), slots.clone(), next.clone(), budget.clone());
+    for mut reader in readers {
+        let (slots, next, budget) = (slots.clone(), next.clone(), budget.clone());
         workers.0.push(tokio::spawn(async move {
             loop {
                 let index = next.fetch_add(1, Ordering::SeqCst);
-                let Some(table) = tables.get(index) else {
+                let Some(slot) = slots.get(index) else {
                     break;
                 };
-                let taken = slots[index].lock().ok().and_then(|mut slot| slot.take());
+                let taken = slot.lock().ok().and_then(|mut slot| slot.take());
                 let Some(TableSlot { queue, done }) = taken else {
                     return Err(Error::internal("table handed out twice"));
                 };
@@ -614,7 +670,7 @@ async fn dump_parallel(
                     queue,
                     spill: None,
                 };
-                let result = copy_table(&mut conn, table, &mut output).await;
+                let result = reader.read_table(index, &mut output).await;
                 // Closes the queue and lets go of any spill file.
                 drop(output);
                 let failed = result.is_err();
@@ -623,9 +679,7 @@ async fn dump_parallel(
                     return Ok(());
                 }
             }
-            conn.commit()
-                .await
-                .map_err(|e| Error::database("ending snapshot transaction", &e))
+            reader.finish().await
         }));
     }
     // Only workers hold the tables' slots now: if they all stop, the writer
@@ -656,7 +710,14 @@ async fn dump_parallel(
             .await
             .map_err(|e| Error::internal(format!("table reader failed: {e}")))??;
     }
-    Ok(())
+    let stats = &budget.stats;
+    tracing::debug!(
+        spill_files = stats.files.load(Ordering::Relaxed),
+        spilled_bytes = stats.bytes.load(Ordering::Relaxed),
+        spills_left_early = stats.left_early.load(Ordering::Relaxed),
+        "parallel dump written in table order"
+    );
+    Ok(budget.stats)
 }
 
 /// Copies a spill file into the sink while its worker is still writing it,
@@ -705,5 +766,273 @@ async fn follow_spill(tail: SpillTail, buf: &mut [u8], sink: &mut dyn DumpSink) 
             // The worker let go of the file and every update has been seen.
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A fake table: `rows` rows of about `row_len` bytes, produced with a
+    /// pause every `pause_every` rows, optionally failing or panicking.
+    #[derive(Clone, Default)]
+    struct FakeTable {
+        rows: u64,
+        row_len: usize,
+        pause_every: u64,
+        pause: Duration,
+        fail_at: Option<u64>,
+        panic_at: Option<u64>,
+    }
+
+    fn row(table: usize, i: u64, len: usize) -> Vec<u8> {
+        let mut r = format!(",\n[{table},{i},\"").into_bytes();
+        let fill = b'a' + ((i as usize + table) % 26) as u8;
+        r.resize(r.len() + len.saturating_sub(r.len() + 2), fill);
+        r.extend_from_slice(b"\"]");
+        r
+    }
+
+    fn expected(table: usize, t: &FakeTable) -> Vec<u8> {
+        (0..t.rows).flat_map(|i| row(table, i, t.row_len)).collect()
+    }
+
+    struct FakeReader {
+        tables: Arc<Vec<FakeTable>>,
+        fail_finish: bool,
+    }
+
+    #[async_trait]
+    impl TableReader for FakeReader {
+        async fn read_table(&mut self, index: usize, output: &mut dyn RowsTarget) -> Result<()> {
+            let t = self.tables[index].clone();
+            let mut out = Vec::new();
+            let mut rows = 0;
+            for i in 0..t.rows {
+                if t.fail_at == Some(i) {
+                    return Err(Error::internal(format!("boom in table {index}")));
+                }
+                assert!(t.panic_at != Some(i), "reader panics in table {index}");
+                if t.pause_every > 0 && i % t.pause_every == 0 {
+                    tokio::time::sleep(t.pause).await;
+                }
+                out.extend_from_slice(&row(index, i, t.row_len));
+                rows += 1;
+                if out.len() >= CHUNK_BYTES {
+                    output
+                        .put(Bytes::from(std::mem::take(&mut out)), rows)
+                        .await?;
+                    rows = 0;
+                }
+            }
+            if !out.is_empty() || rows > 0 {
+                output.put(Bytes::from(out), rows).await?;
+            }
+            Ok(())
+        }
+
+        async fn finish(self) -> Result<()> {
+            if self.fail_finish {
+                Err(Error::internal("commit failed"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct MemorySink {
+        tables: Vec<(Vec<u8>, u64)>,
+        open: bool,
+        fail_at_table: Option<usize>,
+    }
+
+    #[async_trait]
+    impl DumpSink for MemorySink {
+        async fn begin(&mut self, _: &SourceInfo, _: &[TableSchema]) -> Result<()> {
+            Ok(())
+        }
+        async fn begin_table(&mut self, index: usize) -> Result<()> {
+            assert!(!self.open && index == self.tables.len(), "tables in order");
+            if self.fail_at_table == Some(index) {
+                return Err(Error::internal("storage full"));
+            }
+            self.tables.push((Vec::new(), 0));
+            self.open = true;
+            Ok(())
+        }
+        async fn rows(&mut self, encoded: Bytes, rows: u64) -> Result<()> {
+            assert!(self.open, "rows inside a table");
+            let (bytes, count) = self.tables.last_mut().unwrap();
+            bytes.extend_from_slice(&encoded);
+            *count += rows;
+            Ok(())
+        }
+        async fn end_table(&mut self) -> Result<()> {
+            assert!(self.open);
+            self.open = false;
+            Ok(())
+        }
+    }
+
+    fn readers(tables: &[FakeTable], count: usize) -> Vec<FakeReader> {
+        let tables = Arc::new(tables.to_vec());
+        (0..count)
+            .map(|_| FakeReader {
+                tables: tables.clone(),
+                fail_finish: false,
+            })
+            .collect()
+    }
+
+    async fn run(
+        readers: Vec<FakeReader>,
+        count: usize,
+        sink: &mut MemorySink,
+    ) -> Result<Arc<SpillStats>> {
+        tokio::time::timeout(Duration::from_secs(60), dump_in_order(readers, count, sink))
+            .await
+            .expect("the dump must not hang")
+    }
+
+    fn slow(rows: u64, row_len: usize) -> FakeTable {
+        FakeTable {
+            rows,
+            row_len,
+            pause_every: rows / 20 + 1,
+            pause: Duration::from_millis(15),
+            ..FakeTable::default()
+        }
+    }
+
+    fn fast(rows: u64, row_len: usize) -> FakeTable {
+        FakeTable {
+            rows,
+            row_len,
+            ..FakeTable::default()
+        }
+    }
+
+    /// Slow first table, so the next ones run ahead of the writer and spill;
+    /// the last big one is still being written when its turn comes.
+    fn mixed_tables() -> Vec<FakeTable> {
+        vec![
+            slow(2_000, 100),
+            fast(60_000, 100),
+            fast(0, 0),
+            fast(3, 10),
+            FakeTable {
+                pause_every: 2_000,
+                pause: Duration::from_millis(10),
+                ..fast(80_000, 120)
+            },
+            fast(1, 300_000),
+            fast(5_000, 40),
+        ]
+    }
+
+    async fn assert_ordered_and_complete(readers_count: usize) -> Arc<SpillStats> {
+        let tables = mixed_tables();
+        let mut sink = MemorySink::default();
+        let stats = run(readers(&tables, readers_count), tables.len(), &mut sink)
+            .await
+            .unwrap();
+        assert_eq!(sink.tables.len(), tables.len());
+        for (index, (t, (bytes, rows))) in tables.iter().zip(&sink.tables).enumerate() {
+            assert_eq!(*rows, t.rows, "rows of table {index}");
+            assert!(*bytes == expected(index, t), "bytes of table {index}");
+        }
+        stats
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tables_come_out_in_order_and_whole_through_spill_files() {
+        let stats = assert_ordered_and_complete(2).await;
+        assert!(stats.files.load(Ordering::Relaxed) > 0, "a table spilled");
+        assert!(
+            stats.left_early.load(Ordering::Relaxed) > 0,
+            "a table went back to the queue once its turn came"
+        );
+        assert_ordered_and_complete(3).await;
+        assert_ordered_and_complete(1).await;
+    }
+
+    #[tokio::test]
+    async fn tables_come_out_in_order_on_a_single_threaded_runtime() {
+        assert_ordered_and_complete(2).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_error_fails_the_dump_with_that_error() {
+        // Fails while spilling ahead of its turn, while it is the writer's
+        // table, and before producing anything.
+        for (failing, fail_at) in [(1, 40_000), (0, 1_500), (3, 0)] {
+            let mut tables = mixed_tables();
+            tables[failing].fail_at = Some(fail_at);
+            let mut sink = MemorySink::default();
+            let err = run(readers(&tables, 2), tables.len(), &mut sink)
+                .await
+                .unwrap_err();
+            assert_eq!(err.message, format!("boom in table {failing}"));
+            assert!(sink.tables.len() <= failing + 1);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_panic_fails_the_dump() {
+        for (panicking, panic_at) in [(1, 40_000), (0, 1_000), (4, 0)] {
+            let mut tables = mixed_tables();
+            tables[panicking].panic_at = Some(panic_at);
+            let mut sink = MemorySink::default();
+            let err = run(readers(&tables, 2), tables.len(), &mut sink)
+                .await
+                .unwrap_err();
+            assert!(
+                err.message.contains("stopped unexpectedly"),
+                "{}",
+                err.message
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_commit_fails_the_dump() {
+        let tables = mixed_tables();
+        let mut readers = readers(&tables, 2);
+        readers[1].fail_finish = true;
+        let mut sink = MemorySink::default();
+        let err = run(readers, tables.len(), &mut sink).await.unwrap_err();
+        assert_eq!(err.message, "commit failed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sink_error_stops_the_readers() {
+        let crawling = FakeTable {
+            pause_every: 1_000,
+            pause: Duration::from_millis(50),
+            ..fast(100_000, 100)
+        };
+        let tables = vec![fast(20_000, 100), crawling, fast(20_000, 100)];
+        let mut sink = MemorySink {
+            fail_at_table: Some(1),
+            ..MemorySink::default()
+        };
+        let started = std::time::Instant::now();
+        let err = run(readers(&tables, 2), tables.len(), &mut sink)
+            .await
+            .unwrap_err();
+        assert_eq!(err.message, "storage full");
+        // The crawling table alone would take five seconds.
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn permits_stay_within_the_budget() {
+        assert_eq!(permits_for(0, 8), 1);
+        assert_eq!(permits_for(1024, 8), 1);
+        assert_eq!(permits_for(1025, 8), 2);
+        assert_eq!(permits_for(100 * 1024 * 1024, 8), 8);
     }
 }
