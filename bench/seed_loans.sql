@@ -4,9 +4,9 @@
 -- generated with generate_series so it loads in well under a minute.
 --
 -- Deterministic: the same rows every time (ids from md5 of a counter), so
--- output sizes are comparable between runs. Run by bench/dump.sh with
+-- output sizes are comparable between runs. Run by bench/lib.sh (for dump.sh, restore.sh) with
 -- psql -v ON_ERROR_STOP=1 --single-transaction on an empty database.
--- If you change row counts, change EXPECTED_ROWS and SEED_TAG in dump.sh.
+-- If you change row counts, change EXPECTED_ROWS and SEED_TAG in lib.sh.
 
 SET client_min_messages = warning;
 
