@@ -319,7 +319,7 @@ const ALL_TYPES_COLUMNS: &[(&str, &str, &str, bool)] = &[
     ("c_interval", "interval", "text", true),
     ("c_uuid", "uuid", "text", true),
     ("c_json", "json", "text", true),
-    ("c_jsonb", "jsonb", "json", true),
+    ("c_jsonb", "jsonb", "text", true),
     ("c_bytea", "bytea", "base64", true),
     ("c_int_arr", "integer[]", "text", true),
     ("c_text_arr", "text[]", "text", true),
@@ -507,7 +507,7 @@ async fn every_column_type_round_trips() {
             }
         }
     }
-    for encoding in ["number", "float", "bool", "text", "base64", "json"] {
+    for encoding in ["number", "float", "bool", "text", "base64"] {
         assert!(
             checked.get(encoding).copied().unwrap_or(0) > 0,
             "no {encoding} value checked: {checked:?}"
@@ -552,10 +552,10 @@ async fn every_column_type_round_trips() {
         "{\"a\" :  1,\n  \"a\": 2, \"b\":[1 ,2 ],\t\"s\": \"x\\u00e9\"}",
         "json keeps its exact text"
     );
-    let jsonb = by_id(1)[col("c_jsonb")].get();
+    let jsonb = text(&by_id(1)[col("c_jsonb")]);
     assert!(
         jsonb.contains("\"big\": 12345678901234567890.123456789"),
-        "{jsonb}"
+        "jsonb keeps every digit: {jsonb}"
     );
     assert!(
         bytes

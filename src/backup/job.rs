@@ -11,7 +11,9 @@ use super::catalog::{Manifest, manifest_name};
 use super::record::{BackupRecord, BackupStatus, Progress, format_time};
 use crate::error::{Error, Result};
 use crate::format::DocumentsInfo;
-use crate::format::codec::{CompressingWriter, EncryptingWriter, HashingWriter};
+use crate::format::codec::{
+    CompressingWriter, Compression, EncryptingWriter, HashingWriter, StoredDigest,
+};
 use crate::format::writer::{BackupFileWriter, FileIdentity, WrittenFile};
 use crate::source::Source;
 use crate::storage::ObjectWriter;
@@ -129,8 +131,15 @@ async fn write_file(
         },
     };
     // format writer -> compression -> encryption -> hash of stored bytes -> storage
-    let (hashing, stored) = HashingWriter::new(object);
-    let mut chain: Box<dyn ObjectWriter> = Box::new(hashing);
+    // Plain files are hashed by the format writer already; hash the stored
+    // bytes separately only when a layer changes them.
+    let transformed = record.encrypted() || record.compression != Compression::None;
+    let (mut chain, stored): (Box<dyn ObjectWriter>, Option<StoredDigest>) = if transformed {
+        let (hashing, stored) = HashingWriter::new(object);
+        (Box::new(hashing), Some(stored))
+    } else {
+        (object, None)
+    };
     if !record.encryption_key_id.is_empty() {
         // Fails closed: without the key nothing is stored, never plaintext.
         let key = core
@@ -155,11 +164,13 @@ async fn write_file(
             return Err(e.context("reading database"));
         }
     };
-    let (sha256, size) = stored
-        .lock()
-        .map(|s| s.clone())
-        .map_err(|_| Error::internal("stored digest unavailable"))?;
-    written.sha256 = sha256;
-    written.size = size;
+    if let Some(stored) = stored {
+        let (sha256, size) = stored
+            .lock()
+            .map(|s| s.clone())
+            .map_err(|_| Error::internal("stored digest unavailable"))?;
+        written.sha256 = sha256;
+        written.size = size;
+    }
     Ok(written)
 }

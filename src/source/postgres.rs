@@ -213,7 +213,10 @@ impl PostgresSource {
 pub(crate) async fn read_schema(conn: &mut sqlx::PgConnection) -> Result<Vec<TableSchema>> {
     let columns = sqlx::query(
         "SELECT c.table_schema::text, c.table_name::text, c.column_name::text,
-                c.data_type::text, c.udt_name::text, c.is_nullable::text,
+                c.data_type::text,
+                -- Only built-in types get a special encoding; a user type named int4 is text.
+                CASE WHEN c.udt_schema = 'pg_catalog' THEN c.udt_name::text ELSE '' END,
+                c.is_nullable::text,
                 pg_catalog.format_type(a.atttypid, a.atttypmod)::text
          FROM information_schema.columns c
          JOIN information_schema.tables t
@@ -222,6 +225,8 @@ pub(crate) async fn read_schema(conn: &mut sqlx::PgConnection) -> Result<Vec<Tab
          JOIN pg_catalog.pg_class k ON k.relnamespace = n.oid AND k.relname = c.table_name
          JOIN pg_catalog.pg_attribute a ON a.attrelid = k.oid AND a.attname = c.column_name
          WHERE t.table_type = 'BASE TABLE'
+           -- Partitioned parents hold no rows of their own: their partitions are dumped.
+           AND k.relkind = 'r'
            AND c.table_schema NOT IN ('pg_catalog', 'information_schema', 'crdb_internal', 'pg_extension')
            AND c.table_schema NOT LIKE 'pg\\_temp%' AND c.table_schema NOT LIKE 'pg\\_toast%'
            AND COALESCE(c.is_generated::text, 'NEVER') = 'NEVER'
@@ -323,7 +328,8 @@ fn encoding_for(data_type: &str, udt: &str) -> ValueEncoding {
         "float4" | "float8" => ValueEncoding::Float,
         "bool" => ValueEncoding::Bool,
         "bytea" => ValueEncoding::Base64,
-        "jsonb" => ValueEncoding::Json,
+        // jsonb stays text: embedded as JSON, the JSON value `null` could not
+        // be told from SQL NULL.
         _ => ValueEncoding::Text,
     }
 }
