@@ -141,6 +141,25 @@ fn check_against_record(record: &BackupRecord, sha: &str, size: u64) -> Result<(
     Ok(())
 }
 
+/// The target must be the backup's engine and hold its tables and columns.
+async fn check_target(header: &Header, target: &dyn Target) -> Result<()> {
+    if family(&header.source.engine) != family(target.engine()) {
+        return Err(Error::precondition(format!(
+            "a {} backup cannot be restored into {}",
+            header.source.engine,
+            target.engine()
+        )));
+    }
+    let problems = target.schema_problems(&header.tables).await?;
+    if !problems.is_empty() {
+        return Err(Error::precondition(format!(
+            "the target's schema does not match the backup; nothing was written: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok(())
+}
+
 fn family(engine: &str) -> &str {
     match engine {
         "cockroachdb" => "postgresql",
@@ -230,20 +249,7 @@ impl Backups {
             RestorePhase::CheckingSchema,
             "comparing schemas",
         ));
-        if family(&header.source.engine) != family(target.engine()) {
-            return Err(Error::precondition(format!(
-                "a {} backup cannot be restored into {}",
-                header.source.engine,
-                target.engine()
-            )));
-        }
-        let problems = target.schema_problems(&header.tables).await?;
-        if !problems.is_empty() {
-            return Err(Error::precondition(format!(
-                "the target's schema does not match the backup; nothing was written: {}",
-                problems.join("; ")
-            )));
-        }
+        check_target(&header, target.as_ref()).await?;
         let mut outcome = RestoreOutcome {
             backup_id: record.backup_id.clone(),
             target: redact_url(&target_url),
@@ -406,20 +412,7 @@ pub async fn restore_file(
     )?;
     let (header, counts, sha, _) = check_file(open().await?, &keys, false).await?;
     let target = crate::source::open_target(target_url).await?;
-    if family(&header.source.engine) != family(target.engine()) {
-        return Err(Error::precondition(format!(
-            "a {} backup cannot be restored into {}",
-            header.source.engine,
-            target.engine()
-        )));
-    }
-    let problems = target.schema_problems(&header.tables).await?;
-    if !problems.is_empty() {
-        return Err(Error::precondition(format!(
-            "the target's schema does not match the backup; nothing was written: {}",
-            problems.join("; ")
-        )));
-    }
+    check_target(&header, target.as_ref()).await?;
     let mut outcome = RestoreOutcome {
         backup_id: header.backup_id.clone(),
         target: redact_url(target_url),

@@ -21,6 +21,20 @@ use crate::error::{Error, Result};
 /// How long a reachability check may wait for the database.
 pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Runs a reachability query, bounded by `PING_TIMEOUT`.
+pub async fn ping_with_timeout<T>(
+    query: impl std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+) -> Result<()> {
+    match tokio::time::timeout(PING_TIMEOUT, query).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Error::unavailable(Error::database("database", &e).message)),
+        Err(_) => Err(Error::unavailable(format!(
+            "database did not answer within {} s",
+            PING_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
 /// How the values of a column appear in the rows of a backup file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

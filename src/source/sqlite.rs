@@ -58,15 +58,7 @@ impl Source for SqliteSource {
     }
 
     async fn ping(&self) -> Result<()> {
-        let ping = sqlx::query("SELECT 1").execute(&self.pool);
-        match tokio::time::timeout(super::PING_TIMEOUT, ping).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(Error::unavailable(Error::database("database", &e).message)),
-            Err(_) => Err(Error::unavailable(format!(
-                "database did not answer within {} s",
-                super::PING_TIMEOUT.as_secs()
-            ))),
-        }
+        super::ping_with_timeout(sqlx::query("SELECT 1").execute(&self.pool)).await
     }
 
     async fn dump(&self, sink: &mut dyn DumpSink) -> Result<()> {
