@@ -2,6 +2,7 @@
 //! and hands rows, already encoded as JSON arrays, to a `DumpSink`.
 
 pub mod json_row;
+mod nodelay;
 pub mod order;
 pub mod pg_copy;
 pub mod pg_load;

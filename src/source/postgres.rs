@@ -86,6 +86,7 @@ pub(crate) fn connect_pool(url: &str, max_connections: u32) -> Result<PgPool> {
         .idle_timeout(Duration::from_secs(300))
         .after_connect(|conn, _meta| {
             async move {
+                super::nodelay::set_on_tcp_sockets();
                 for setting in SESSION_SETTINGS {
                     // CockroachDB lacks some of these; the defaults it has are the ones we want.
                     if let Err(e) = conn.execute(*setting).await {
