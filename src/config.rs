@@ -282,17 +282,20 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("invalid duration {raw:?}: expected e.g. 30m, 1h, 7d"))?;
-    let seconds = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let factor: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => {
             return Err(format!(
                 "invalid duration unit in {raw:?}: use s, m, h or d"
             ));
         }
     };
+    let seconds = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("duration {raw:?} is too long"))?;
     Ok(Duration::from_secs(seconds))
 }
 
@@ -306,5 +309,9 @@ mod tests {
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert!(parse_duration("1y").is_err());
         assert!(parse_duration("h").is_err());
+        assert!(
+            parse_duration("99999999999999999d").is_err(),
+            "overflow is refused"
+        );
     }
 }

@@ -349,7 +349,7 @@ impl BackupService for GrpcApi {
         request: Request<proto::GetMaintenanceModeRequest>,
     ) -> Result<Response<proto::MaintenanceMode>, Status> {
         let call = Call::new("GetMaintenanceMode", Action::Get, &request, "");
-        let state = call.finish(Ok(self.core.maintenance()))?;
+        let state = call.finish(Ok(self.core.maintenance().await))?;
         Ok(Response::new(convert::maintenance(state)))
     }
 

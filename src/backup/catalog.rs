@@ -66,10 +66,20 @@ impl Catalog {
             tracing::warn!(count = cleaned, "removed leftovers of interrupted backups");
         }
         let catalog = Catalog::default();
+        // Every backup that has a manifest, readable or not: its data is never removed here.
+        let mut has_manifest = std::collections::BTreeSet::new();
         for name in storage.list(MANIFEST_SUFFIX).await? {
-            let bytes = storage.get_small(&name).await?;
+            has_manifest.insert(name.trim_end_matches(MANIFEST_SUFFIX).to_string());
+            let bytes = match storage.get_small(&name).await {
+                Ok(bytes) => bytes,
+                // Deleted meanwhile (another replica): nothing to load.
+                Err(e) if e.code == crate::error::ErrorCode::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             match serde_json::from_slice::<Manifest>(&bytes) {
-                Ok(m) if m.record.id().is_some() => catalog.put(m.record),
+                Ok(m) if m.record.id().is_some_and(|id| manifest_name(&id) == name) => {
+                    catalog.put(m.record)
+                }
                 Ok(_) => {
                     tracing::warn!(manifest = %name, "manifest with an invalid backup id skipped")
                 }
@@ -89,9 +99,11 @@ impl Catalog {
                 .age(&name)
                 .await
                 .is_none_or(|age| age >= crate::storage::STALE_AFTER);
-            if BackupId::parse(stem).is_ok() && !catalog.contains(stem) && stale {
+            if BackupId::parse(stem).is_ok() && !has_manifest.contains(stem) && stale {
                 tracing::warn!(object = %name, "removing backup data without a manifest (interrupted backup)");
-                storage.delete(&name).await?;
+                if let Err(e) = storage.delete(&name).await {
+                    tracing::warn!(object = %name, error = %e.message, "could not remove leftover");
+                }
             }
         }
         tracing::info!(backups = catalog.len(), "catalog loaded from storage");

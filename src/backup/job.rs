@@ -31,6 +31,7 @@ pub fn spawn(
     let span = tracing::info_span!("backup_job", backup_id = %record.backup_id);
     tokio::spawn(
         async move {
+            let _slot = core.backup_slots.acquire().await;
             let started = std::time::Instant::now();
             let finished = run(&core, source.as_ref(), record, progress).await;
             match finished.status {

@@ -46,6 +46,20 @@ impl Maintenance {
         })
     }
 
+    /// Re-reads the state from storage, where another replica may have
+    /// changed it; keeps the last known state if storage cannot be read.
+    pub async fn refresh(&self, storage: &dyn Storage) -> MaintenanceState {
+        let stored = match storage.get_small(OBJECT_NAME).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+            Err(e) if e.code == ErrorCode::NotFound => Some(MaintenanceState::default()),
+            Err(_) => None,
+        };
+        if let (Some(state), Ok(mut current)) = (stored, self.state.write()) {
+            *current = state;
+        }
+        self.get()
+    }
+
     pub fn get(&self) -> MaintenanceState {
         self.state.read().map(|s| s.clone()).unwrap_or_default()
     }

@@ -24,6 +24,8 @@ use record::{BackupRecord, BackupStatus, Trigger};
 pub const MAX_DESCRIPTION_CHARS: usize = 1000;
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
+/// More would starve the connection pool (and the health check) on a small database server.
+pub const MAX_CONCURRENT_BACKUPS: usize = 2;
 
 /// Who asked: filled in from the verified token by the transport.
 #[derive(Debug, Clone, Default)]
@@ -85,6 +87,8 @@ pub struct Backups {
     /// Compression default and encryption keys.
     pub(crate) codec: crate::format::codec::CodecSettings,
     pub(crate) restore_lock: tokio::sync::Mutex<()>,
+    /// Backups that may run at once; more wait their turn (RUNNING, 0 rows).
+    pub(crate) backup_slots: tokio::sync::Semaphore,
     ids: IdGenerator,
     /// Schedule and retention settings, set once at start (see `schedule`).
     pub(crate) automation: std::sync::OnceLock<Arc<schedule::Automation>>,
@@ -108,13 +112,15 @@ impl Backups {
             database_url: database_url.to_string(),
             codec,
             restore_lock: tokio::sync::Mutex::new(()),
+            backup_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_BACKUPS),
             ids: IdGenerator::default(),
             automation: std::sync::OnceLock::new(),
         }))
     }
 
-    pub fn maintenance(&self) -> maintenance::MaintenanceState {
-        self.maintenance.get()
+    /// Maintenance mode as storage holds it now (replicas share it).
+    pub async fn maintenance(&self) -> maintenance::MaintenanceState {
+        self.maintenance.refresh(self.storage.as_ref()).await
     }
 
     pub async fn set_maintenance(
@@ -143,6 +149,7 @@ impl Backups {
         request: CreateRequest,
         by: &Principal,
     ) -> Result<BackupRecord> {
+        self.maintenance().await;
         self.maintenance.refuse_while_on("created")?;
         self.start_backup(self.source.clone(), request, by).await
     }
@@ -253,6 +260,7 @@ impl Backups {
     /// Removes a backup's manifest, then its data.
     pub async fn delete(&self, raw_id: &str) -> Result<BackupRecord> {
         let id = BackupId::parse(raw_id)?;
+        self.maintenance().await;
         self.maintenance.refuse_while_on("deleted")?;
         let record = self
             .catalog
@@ -271,8 +279,8 @@ impl Backups {
         Ok(record)
     }
 
-    /// Opens a completed backup's bytes from `offset`.
-    pub async fn download(&self, raw_id: &str, offset: u64) -> Result<Download> {
+    /// A backup that exists and is completed, so it can be downloaded.
+    pub async fn downloadable(&self, raw_id: &str) -> Result<BackupRecord> {
         let record = self.get(raw_id).await?;
         if record.status != BackupStatus::Completed {
             return Err(Error::precondition(format!(
@@ -280,6 +288,12 @@ impl Backups {
                 record.backup_id, record.status
             )));
         }
+        Ok(record)
+    }
+
+    /// Opens a completed backup's bytes from `offset`.
+    pub async fn download(&self, raw_id: &str, offset: u64) -> Result<Download> {
+        let record = self.downloadable(raw_id).await?;
         if offset > record.size {
             return Err(Error::invalid(format!(
                 "offset {offset} is past the end of the file ({} bytes)",

@@ -212,7 +212,7 @@ impl Backups {
         by: &Principal,
         updates: Updates,
     ) -> Result<RestoreOutcome> {
-        if !self.maintenance.enabled() {
+        if !self.maintenance().await.enabled {
             return Err(Error::precondition(
                 "restore requires maintenance mode: turn it on first (SetMaintenanceMode or PUT /api/maintenance)",
             ));
@@ -357,6 +357,17 @@ impl Backups {
         }
         report.row_counts = counts.clone();
         if let (Some(url), Some(_)) = (scratch_url.filter(|u| !u.is_empty()), &header) {
+            // A test restore replaces the scratch database's rows: never the
+            // service's own database, and never beside a real restore.
+            if url == self.database_url {
+                return Err(Error::invalid(
+                    "scratch_database_url is the service's own database; give a scratch database",
+                ));
+            }
+            let _running = self
+                .restore_lock
+                .try_lock()
+                .map_err(|_| Error::precondition("a restore is running; verify again later"))?;
             report.test_restore_performed = true;
             let result = async {
                 let target = crate::source::open_target(&url).await?;

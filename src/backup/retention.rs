@@ -292,6 +292,7 @@ impl Backups {
     /// that fails is reported and the others still go.
     pub async fn prune(&self, dry_run: bool) -> Result<PruneReport> {
         if !dry_run {
+            self.maintenance().await;
             self.maintenance.refuse_while_on("deleted")?;
         }
         let policy = self.retention_policy();

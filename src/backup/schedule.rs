@@ -538,6 +538,7 @@ async fn run_claimed(
         tracing::info!(backup_id = %done.backup_id, "slot already run by another replica");
         return None;
     }
+    core.maintenance().await;
     if let Err(e) = core.maintenance.refuse_while_on("created") {
         tracing::warn!(reason = %e.message, "scheduled backup skipped");
         return Some(LastRun::skipped(slot, e.message));

@@ -239,14 +239,23 @@ impl ObjectWriter for CompressingWriter {
 
     async fn finish(mut self: Box<Self>) -> Result<StoredObject> {
         let tail = match self.compressor.take() {
-            Some(Compressor::Gzip(e)) => e.finish().map_err(compress_error)?,
-            Some(Compressor::Zstd(e)) => e.finish().map_err(compress_error)?,
-            None => return Err(Error::internal("finish called twice")),
+            Some(Compressor::Gzip(e)) => e.finish().map_err(compress_error),
+            Some(Compressor::Zstd(e)) => e.finish().map_err(compress_error),
+            None => Err(Error::internal("finish called twice")),
         };
-        if !tail.is_empty() {
-            self.inner.write(Bytes::from(tail)).await?;
+        let written = match tail {
+            Ok(tail) if tail.is_empty() => Ok(()),
+            Ok(tail) => self.inner.write(Bytes::from(tail)).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => self.inner.finish().await,
+            Err(e) => {
+                // Nothing half-written stays behind (an S3 multipart upload is aborted).
+                self.inner.abort().await;
+                Err(e)
+            }
         }
-        self.inner.finish().await
     }
 
     async fn abort(self: Box<Self>) {
@@ -310,12 +319,25 @@ impl ObjectWriter for EncryptingWriter {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<StoredObject> {
-        let encryptor = self.encryptor.take().ok_or_else(encrypt_error)?;
-        let last = encryptor
-            .encrypt_last(self.pending.as_slice())
-            .map_err(|_| encrypt_error())?;
-        self.inner.write(Bytes::from(last)).await?;
-        self.inner.finish().await
+        let last = self
+            .encryptor
+            .take()
+            .ok_or_else(encrypt_error)
+            .and_then(|e| {
+                e.encrypt_last(self.pending.as_slice())
+                    .map_err(|_| encrypt_error())
+            });
+        let written = match last {
+            Ok(last) => self.inner.write(Bytes::from(last)).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => self.inner.finish().await,
+            Err(e) => {
+                self.inner.abort().await;
+                Err(e)
+            }
+        }
     }
 
     async fn abort(self: Box<Self>) {

@@ -251,8 +251,10 @@ impl BackupReader {
     /// Loads the next line (without its newline) into `self.line`.
     async fn next_line(&mut self, hash: bool) -> Result<bool> {
         self.line.clear();
+        // Bytes of `buf` already searched for a newline: a long row is scanned once.
+        let mut scanned = 0;
         loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+            if let Some(pos) = memchr::memchr(b'\n', &self.buf[scanned..]).map(|p| p + scanned) {
                 let chunk = self.buf.split_to(pos + 1);
                 if hash {
                     self.hasher.update(&chunk);
@@ -273,6 +275,7 @@ impl BackupReader {
                 self.line.extend_from_slice(&rest);
                 return Ok(true);
             }
+            scanned = self.buf.len();
             if self.line.len() + self.buf.len() > MAX_LINE {
                 return Err(corrupt("a line is longer than 1 GiB"));
             }

@@ -99,8 +99,19 @@ impl BackupFileWriter {
         Ok(())
     }
 
-    /// Writes the trailer and commits the object.
+    /// Writes the trailer and commits the object; on failure nothing stays
+    /// in storage.
     pub async fn finish(mut self) -> Result<WrittenFile> {
+        match self.write_trailer_and_commit().await {
+            Ok(written) => Ok(written),
+            Err(e) => {
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_trailer_and_commit(&mut self) -> Result<WrittenFile> {
         if self.source.is_none() || self.current.is_some() || self.next_table != self.tables.len() {
             return Err(Error::internal("dump ended before every table was written"));
         }

@@ -127,10 +127,11 @@ impl Target for PostgresTarget {
             });
         }
 
+        // Checked before sequences move: setval is not undone by a rollback.
+        before_commit()?;
         for table in &tables {
             reset_sequences(&mut tx, table).await?;
         }
-        before_commit()?;
         tx.commit()
             .await
             .map_err(|e| Error::database("committing the restore", &e))?;
@@ -183,7 +184,8 @@ async fn copy_rows(
 }
 
 /// Moves every sequence owned by an integer column (serial or identity)
-/// past the largest restored value.
+/// past the largest restored value, never backwards: sequences are not
+/// transactional, and values above the restored maximum are merely unused.
 async fn reset_sequences(conn: &mut sqlx::PgConnection, table: &TableSchema) -> Result<()> {
     let name = qualified(table);
     for column in table
@@ -200,7 +202,8 @@ async fn reset_sequences(conn: &mut sqlx::PgConnection, table: &TableSchema) -> 
             .map_err(|e| Error::database("looking up sequences", &e))?;
         let Some(sequence) = sequence else { continue };
         let sql = format!(
-            "SELECT setval($1::regclass, m) FROM (SELECT MAX({}) AS m FROM {name}) s WHERE m IS NOT NULL",
+            "SELECT setval($1::regclass, m) FROM (SELECT MAX({}) AS m FROM {name}) s \
+             WHERE m IS NOT NULL AND m > COALESCE(pg_sequence_last_value($1::regclass), m - 1)",
             quote_ident(&column.name)
         );
         sqlx::query(AssertSqlSafe(sql))

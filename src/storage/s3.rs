@@ -207,13 +207,14 @@ impl Storage for S3Storage {
 
     async fn list(&self, suffix: &str) -> Result<Vec<String>> {
         let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
-        let metas: Vec<_> = self
+        // Only this prefix's own objects, not those of nested prefixes.
+        let listing = self
             .store
-            .list(prefix.as_ref())
-            .try_collect()
+            .list_with_delimiter(prefix.as_ref())
             .await
             .map_err(|e| s3_error("listing objects", e))?;
-        let mut names: Vec<String> = metas
+        let mut names: Vec<String> = listing
+            .objects
             .into_iter()
             .filter_map(|m| m.location.filename().map(str::to_string))
             .filter(|n| n.ends_with(suffix) && !n.starts_with('.'))

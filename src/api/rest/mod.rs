@@ -136,6 +136,7 @@ async fn create(
         compression: body
             .compression
             .as_deref()
+            .filter(|c| !c.is_empty())
             .map(crate::format::codec::Compression::parse)
             .transpose()?,
         ..Default::default()
@@ -310,7 +311,11 @@ pub async fn download_backup(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let span = span("DownloadBackup", &who, &backup_id);
-    let found = g.core.get(&backup_id).instrument(span.clone()).await;
+    let found = g
+        .core
+        .downloadable(&backup_id)
+        .instrument(span.clone())
+        .await;
     if found.is_err() {
         audit(Action::Download, Some(&who), &backup_id, peer, &found);
     }
@@ -325,7 +330,9 @@ pub async fn download_backup(
         .core
         .download(&backup_id, offset)
         .instrument(span.clone())
-        .await?;
+        .await;
+    audit(Action::Download, Some(&who), &backup_id, peer, &opened);
+    let opened = opened?;
     span.in_scope(|| tracing::info!(offset, "download started"));
     Ok(download::body_response(opened, range))
 }
@@ -339,15 +346,9 @@ pub async fn head_backup(
 ) -> Result<Response, ApiError> {
     let record = g
         .core
-        .get(&backup_id)
+        .downloadable(&backup_id)
         .instrument(span("HeadBackup", &who, &backup_id))
         .await?;
-    if record.status != crate::backup::record::BackupStatus::Completed {
-        return Err(ApiError(Error::precondition(format!(
-            "backup {} is not COMPLETED",
-            record.backup_id
-        ))));
-    }
     let range = match parse_range(&headers, record.size, &download::etag(&record)) {
         RangeRequest::Unsatisfiable => return Ok(download::unsatisfiable(&record)),
         RangeRequest::Full => None,
@@ -444,7 +445,7 @@ pub async fn get_maintenance(
     State(g): State<Shared>,
     Admin(_who, _peer): Admin,
 ) -> Json<MaintenanceView> {
-    Json(MaintenanceView::from(g.core.maintenance()))
+    Json(MaintenanceView::from(g.core.maintenance().await))
 }
 
 /// Turn maintenance mode on or off (it survives restarts).
