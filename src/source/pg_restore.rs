@@ -183,9 +183,9 @@ async fn copy_rows(
     sink.finish().await.map_err(|e| Error::database(&what, &e))
 }
 
-/// Moves every sequence owned by an integer column (serial or identity)
-/// past the largest restored value, never backwards: sequences are not
-/// transactional, and values above the restored maximum are merely unused.
+/// Sets every sequence owned by an integer column (serial or identity) to
+/// the largest restored value, as pg_restore leaves it. setval is not
+/// transactional: it runs after every other check, right before COMMIT.
 async fn reset_sequences(conn: &mut sqlx::PgConnection, table: &TableSchema) -> Result<()> {
     let name = qualified(table);
     for column in table
@@ -202,8 +202,7 @@ async fn reset_sequences(conn: &mut sqlx::PgConnection, table: &TableSchema) -> 
             .map_err(|e| Error::database("looking up sequences", &e))?;
         let Some(sequence) = sequence else { continue };
         let sql = format!(
-            "SELECT setval($1::regclass, m) FROM (SELECT MAX({}) AS m FROM {name}) s \
-             WHERE m IS NOT NULL AND m > COALESCE(pg_sequence_last_value($1::regclass), m - 1)",
+            "SELECT setval($1::regclass, m) FROM (SELECT MAX({}) AS m FROM {name}) s WHERE m IS NOT NULL",
             quote_ident(&column.name)
         );
         sqlx::query(AssertSqlSafe(sql))
