@@ -13,7 +13,7 @@ use super::record::{BackupRecord, BackupStatus};
 use super::{Backups, CreateRequest, Principal};
 use crate::error::{Error, Result};
 use crate::format::Header;
-use crate::format::codec::{Keyring, decode};
+use crate::format::codec::{Keyring, decode, is_plain};
 use crate::format::reader::{BackupReader, corrupt};
 use crate::redact::redact_url;
 use crate::source::{TableProgress, Target};
@@ -124,6 +124,15 @@ pub async fn check_file(
     keys: &Keyring,
     encrypted: bool,
 ) -> Result<(Header, BTreeMap<String, u64>, String, u64)> {
+    let (plain_file, stream) = is_plain(stream).await?;
+    if plain_file && !encrypted {
+        // One hash pass: the reader's digest covers the whole plain file.
+        let mut reader = BackupReader::open(stream).await?;
+        while reader.next().await?.is_some() {}
+        let (sha, size) = reader.digest();
+        let (header, trailer) = reader.verify_to_end().await?;
+        return Ok((header, trailer.row_counts, sha, size));
+    }
     let (stream, state) = hashing(stream);
     let plain = decode(stream, keys, encrypted).await?;
     let (header, trailer) = BackupReader::open(plain).await?.verify_to_end().await?;

@@ -365,6 +365,16 @@ fn prepend(head: BytesMut, rest: ByteStream) -> ByteStream {
     Box::pin(futures::stream::iter([Ok(head.freeze())]).chain(rest))
 }
 
+/// Whether the stored bytes are plain JSON (no compression, no encryption);
+/// the stream comes back whole.
+pub async fn is_plain(stream: ByteStream) -> Result<(bool, ByteStream)> {
+    let (head, rest, _) = peek(stream, MAGIC.len()).await?;
+    let layered = head.starts_with(MAGIC)
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.starts_with(&[0x1f, 0x8b]);
+    Ok((!layered, prepend(head, rest)))
+}
+
 /// Undoes encryption and compression, whichever the stored bytes carry.
 /// With `encrypted` set (the catalog says so), plaintext is refused.
 pub async fn decode(stream: ByteStream, keys: &Keyring, encrypted: bool) -> Result<ByteStream> {

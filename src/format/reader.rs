@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use bytes::{Buf, BytesMut};
 use futures::StreamExt;
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::{FORMAT_NAME, FORMAT_VERSION, Header, TRAILER_PREFIX, Trailer};
@@ -186,13 +185,11 @@ impl BackupReader {
                         Some(row) => (row, true),
                         None => (&self.line[..], false),
                     };
-                    let values: Vec<&RawValue> = serde_json::from_slice(row).map_err(|e| {
-                        corrupt(format!(
-                            "row {} of table {index}: {e}",
-                            self.counts[index] + 1
-                        ))
-                    })?;
+                    // The values are checked one by one where they are used;
+                    // here the row must split into the right number of them.
                     let width = self.header.tables[index].columns.len();
+                    let mut values = Vec::with_capacity(width);
+                    crate::source::json_row::split_values(row, &mut values)?;
                     if values.len() != width {
                         return Err(corrupt(format!(
                             "row of table {} has {} values, expected {width}",
@@ -209,6 +206,12 @@ impl BackupReader {
         }
     }
 
+    /// SHA-256 and size of every byte read, trailer included: the whole file
+    /// once the trailer has been checked.
+    pub fn digest(&self) -> (String, u64) {
+        (hex::encode(self.hasher.clone().finalize()), self.hashed)
+    }
+
     /// Reads to the end and returns the checked trailer.
     pub async fn verify_to_end(mut self) -> Result<(Header, Trailer)> {
         while self.next().await?.is_some() {}
@@ -219,7 +222,9 @@ impl BackupReader {
     async fn read_trailer(&mut self) -> Result<()> {
         let body_hash = hex::encode(self.hasher.clone().finalize());
         let hashed = self.hashed;
-        if !self.next_line(false).await? {
+        // The trailer is hashed too (after the body hash was taken), so the
+        // reader also knows the SHA-256 of the whole file.
+        if !self.next_line(true).await? {
             return Err(corrupt("file is truncated before its trailer"));
         }
         let json = self
@@ -229,7 +234,7 @@ impl BackupReader {
             .ok_or_else(|| corrupt("malformed trailer"))?;
         let trailer: Trailer =
             serde_json::from_slice(json).map_err(|e| corrupt(format!("trailer: {e}")))?;
-        if self.next_line(false).await? {
+        if self.next_line(true).await? {
             return Err(corrupt("data after the trailer"));
         }
         if trailer.hashed_bytes != hashed || trailer.sha256 != body_hash {
