@@ -391,46 +391,7 @@ async fn metrics_move_and_admin_actions_are_audited() {
     let bytes = download(&mut client, &created.backup_id, 0).await;
     // Make the next backup fail: its COPY waits on a lock and its backend is killed.
     let pool = db.pool().await;
-    let mut locker = pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *locker)
-        .await
-        .unwrap();
-    let running = client
-        .create_backup(CreateBackupRequest {
-            r#async: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    // Kill the backend that waits on the lock: the backup fails.
-    for _ in 0..200 {
-        let killed: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'COPY%' AND datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        if !killed.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    locker.rollback().await.unwrap();
-    for _ in 0..200 {
-        let got = client
-            .get_backup(backup_service::proto::GetBackupRequest {
-                backup_id: running.backup_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if got.status() == backup_service::proto::BackupStatus::Failed {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    failed_backup(&mut client, &pool, "t").await;
     let mut anonymous = client_with(server.grpc, None).await;
     let _ = anonymous.list_backups(ListBackupsRequest::default()).await;
     let _ = client

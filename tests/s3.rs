@@ -232,52 +232,11 @@ async fn s3_backend_end_to_end() {
 
     // A failed backup leaves no data object in the bucket.
     let pool = db.pool().await;
-    let mut locker = pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE \"Document\" IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *locker)
-        .await
-        .unwrap();
-    let running = client
-        .create_backup(CreateBackupRequest {
-            r#async: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    for _ in 0..200 {
-        let killed: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'COPY%' AND datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        if !killed.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    locker.rollback().await.unwrap();
-    let mut status = String::new();
-    for _ in 0..200 {
-        let got = client
-            .get_backup(backup_service::proto::GetBackupRequest {
-                backup_id: running.backup_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        status = got.status().as_str_name().to_string();
-        if status == "FAILED" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, "FAILED");
+    let failed = failed_backup(&mut client, &pool, "\"Document\"").await;
     let keys = bucket_keys(&moto.endpoint, bucket).await;
     let data: Vec<_> = keys
         .iter()
-        .filter(|k| k.contains(&running.backup_id) && !k.ends_with(".manifest.json"))
+        .filter(|k| k.contains(&failed) && !k.ends_with(".manifest.json"))
         .collect();
     assert!(
         data.is_empty(),

@@ -180,3 +180,51 @@ pub fn sqlite_url(dir: &Path) -> String {
 pub fn path_in(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// Makes a backup fail for real: its COPY waits on a lock held here, its
+/// database backend is terminated, and the backup ends FAILED. Returns its id.
+pub async fn failed_backup(client: &mut Client, pool: &sqlx::PgPool, quoted_table: &str) -> String {
+    use backup_service::proto::{BackupStatus, CreateBackupRequest, GetBackupRequest};
+    let mut locker = pool.begin().await.expect("begin");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "LOCK TABLE {quoted_table} IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut *locker)
+    .await
+    .expect("lock");
+    let running = client
+        .create_backup(CreateBackupRequest {
+            r#async: true,
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    for _ in 0..200 {
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'COPY%' AND datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("terminate");
+        if !killed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    locker.rollback().await.expect("rollback");
+    for _ in 0..200 {
+        let got = client
+            .get_backup(GetBackupRequest {
+                backup_id: running.backup_id.clone(),
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        if got.status() == BackupStatus::Failed {
+            return running.backup_id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("backup {} did not fail", running.backup_id);
+}
