@@ -29,7 +29,6 @@ const HEADER_LEN: usize = MAGIC.len() + KEY_ID_LEN + NONCE_LEN;
 /// Plaintext bytes per encrypted segment; each gains a 16-byte tag.
 const SEGMENT: usize = 64 * 1024;
 const TAG: usize = 16;
-pub const ALGORITHM: &str = "xchacha20poly1305-stream-be32";
 /// Measured on the loan benchmark: level 1 is both faster and no larger
 /// than 3 on row data full of random ids (bench/compression.sh).
 const ZSTD_LEVEL: i32 = 1;

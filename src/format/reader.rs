@@ -151,9 +151,9 @@ impl BackupReader {
                         .get(index)
                         .ok_or_else(|| corrupt("more tables than the header lists"))?;
                     let mut prefix = b"{\"schema\":".to_vec();
-                    prefix.extend_from_slice(&json_string(&table.schema)?);
+                    crate::source::push_json_string(&mut prefix, &table.schema);
                     prefix.extend_from_slice(b",\"name\":");
-                    prefix.extend_from_slice(&json_string(&table.name)?);
+                    crate::source::push_json_string(&mut prefix, &table.name);
                     prefix.extend_from_slice(b",\"rows\":[");
                     let rest = self.line.strip_prefix(prefix.as_slice()).ok_or_else(|| {
                         corrupt(format!("expected table {}", table.qualified_name()))
@@ -297,10 +297,4 @@ impl BackupReader {
             }
         }
     }
-}
-
-fn json_string(s: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    crate::source::push_json_string(&mut out, s);
-    Ok(out)
 }
