@@ -212,6 +212,24 @@ async fn load(
     target.load(&mut reader, &mut progress, &guard).await
 }
 
+/// SHA-256 and size of a raw stream, read to the end.
+async fn hash_all(mut stream: ByteStream) -> Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// The header alone: the first line of the decoded file.
+async fn read_header(stream: ByteStream, keys: &Keyring, encrypted: bool) -> Result<Header> {
+    let plain = decode(stream, keys, encrypted).await?;
+    Ok(BackupReader::open(plain).await?.header().clone())
+}
+
 impl Backups {
     /// Restores a stored backup into the configured database or `target_url`.
     pub async fn restore(
@@ -242,23 +260,29 @@ impl Backups {
             .clone()
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| self.database_url.clone());
-        let target = crate::source::open_target(&target_url).await?;
         tracing::warn!(backup_id = %record.backup_id, target = %redact_url(&target_url), by = %by.label(), dry_run = options.dry_run, "restore requested");
 
         let _ = updates.try_send(RestoreUpdate::phase(
             RestorePhase::Verifying,
             "verifying the stored file",
         ));
-        let stream = self.storage.read(&record.object_name, 0).await?;
-        let (header, counts, sha, size) =
-            check_file(stream, &self.codec.keys, record.encrypted()).await?;
-        check_against_record(&record, &sha, size)?;
-
-        let _ = updates.try_send(RestoreUpdate::phase(
-            RestorePhase::CheckingSchema,
-            "comparing schemas",
-        ));
-        check_target(&header, target.as_ref()).await?;
+        let (target, counts) = if options.dry_run {
+            // A dry run is the full check: structure, decryption and trailer too.
+            let target = crate::source::open_target(&target_url).await?;
+            let stream = self.storage.read(&record.object_name, 0).await?;
+            let (header, counts, sha, size) =
+                check_file(stream, &self.codec.keys, record.encrypted()).await?;
+            check_against_record(&record, &sha, size)?;
+            let _ = updates.try_send(RestoreUpdate::phase(
+                RestorePhase::CheckingSchema,
+                "comparing schemas",
+            ));
+            check_target(&header, target.as_ref()).await?;
+            (target, counts)
+        } else {
+            let target = self.precheck(&record, &target_url, &updates).await?;
+            (target, record.row_counts.clone())
+        };
         let mut outcome = RestoreOutcome {
             backup_id: record.backup_id.clone(),
             target: redact_url(&target_url),
@@ -318,6 +342,48 @@ impl Backups {
         let _ = updates.try_send(done);
         tracing::warn!(backup_id = %record.backup_id, target = %outcome.target, "restore committed");
         Ok(outcome)
+    }
+
+    /// What a restore checks before it writes anything, in one raw read plus
+    /// a header read: every stored byte against the catalog's SHA-256 (the
+    /// hash taken when the file was written, so a flipped, missing or added
+    /// byte anywhere is caught), the format and header, and the target's
+    /// schema; the hash and the schema check run side by side. Decryption,
+    /// structure, row counts and the file's own trailer are checked again by
+    /// the load itself before COMMIT, where any failure rolls everything back.
+    async fn precheck(
+        &self,
+        record: &BackupRecord,
+        target_url: &str,
+        updates: &Updates,
+    ) -> Result<Arc<dyn Target>> {
+        let whole_file = async {
+            let stream = self.storage.read(&record.object_name, 0).await?;
+            let (sha, size) = hash_all(stream).await?;
+            check_against_record(record, &sha, size)
+        };
+        let target_schema = async {
+            let stream = self.storage.read(&record.object_name, 0).await?;
+            let header = read_header(stream, &self.codec.keys, record.encrypted()).await?;
+            if header.backup_id != record.backup_id {
+                return Err(corrupt(format!(
+                    "the stored file holds backup {}, not {}",
+                    header.backup_id, record.backup_id
+                )));
+            }
+            let _ = updates.try_send(RestoreUpdate::phase(
+                RestorePhase::CheckingSchema,
+                "comparing schemas while the file is verified",
+            ));
+            let target = crate::source::open_target(target_url).await?;
+            check_target(&header, target.as_ref()).await?;
+            Ok(target)
+        };
+        // Both run to the end so a damaged file is reported as such even when
+        // its damaged header would also fail the schema check.
+        let (whole_file, target) = tokio::join!(whole_file, target_schema);
+        whole_file?;
+        target
     }
 
     /// Re-reads a stored backup and checks it; with a scratch database, also
