@@ -422,6 +422,25 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         .unwrap();
     error_of(r, StatusCode::NOT_FOUND).await;
 
+    // A known path with the wrong method: 405, the same error shape, and Allow.
+    let r = api
+        .http
+        .put(api.url("/api/backup/list"))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    let allow = r
+        .headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap_or_default().to_string());
+    let body = error_of(r, StatusCode::METHOD_NOT_ALLOWED).await;
+    assert_eq!(body["error"]["code"], "METHOD_NOT_ALLOWED", "{body}");
+    assert!(
+        allow.as_deref().is_some_and(|a| a.contains("GET")),
+        "Allow header: {allow:?}"
+    );
+
     // 413, declared and chunked.
     let big = format!("{{\"description\": \"{}\"}}", "y".repeat(100 * 1024));
     let r = api

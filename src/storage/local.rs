@@ -104,7 +104,12 @@ impl ObjectWriter for LocalWriter {
             file.flush()
                 .await
                 .map_err(|e| Error::storage_io("writing backup file", &e))?;
-            start_writeback(file, self.writeback_from, self.written - self.writeback_from).await;
+            start_writeback(
+                file,
+                self.writeback_from,
+                self.written - self.writeback_from,
+            )
+            .await;
             self.writeback_from = self.written;
         }
         Ok(())

@@ -86,6 +86,7 @@ pub fn router(core: Arc<Backups>, auth: Arc<Authenticator>, config: &ServeConfig
             get(get_maintenance).put(set_maintenance),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(meter))
         .with_state(state)
 }
@@ -96,6 +97,18 @@ fn span(method: &'static str, who: &Principal, backup_id: &str) -> tracing::Span
 
 async fn not_found() -> ApiError {
     ApiError(Error::not_found("no such path"))
+}
+
+/// A known path with the wrong method: the same JSON error shape as every
+/// other error (the router adds the `Allow` header).
+async fn method_not_allowed(method: http::Method) -> Response {
+    let body = error::ErrorBody {
+        error: error::ErrorDetail {
+            code: "METHOD_NOT_ALLOWED".into(),
+            message: format!("{method} is not allowed on this path"),
+        },
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
 /// The process is alive.
