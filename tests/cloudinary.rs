@@ -32,14 +32,22 @@ async fn database(rows: u32) -> TestDatabase {
     db
 }
 
-fn cloudinary_config(db: &TestDatabase, cld: &CloudinaryServer, options: &str) -> backup_service::config::ServeConfig {
+fn cloudinary_config(
+    db: &TestDatabase,
+    cld: &CloudinaryServer,
+    options: &str,
+) -> backup_service::config::ServeConfig {
     let mut cfg = config(&db.url, std::path::Path::new("unused"));
     cfg.storage_url = cld.url(options);
     cfg.cloudinary_api_base = cld.base.clone();
     cfg
 }
 
-async fn create(client: &mut Client, description: &str, compression: &str) -> backup_service::proto::Backup {
+async fn create(
+    client: &mut Client,
+    description: &str,
+    compression: &str,
+) -> backup_service::proto::Backup {
     client
         .create_backup(CreateBackupRequest {
             description: description.into(),
@@ -69,17 +77,32 @@ fn assets_of(cld: &CloudinaryServer, backup_id: &str) -> Vec<String> {
 }
 
 /// Downloads over gRPC and REST and checks both against the record.
-async fn check_download(server: &backup_service::app::Running, client: &mut Client, b: &backup_service::proto::Backup) {
+async fn check_download(
+    server: &backup_service::app::Running,
+    client: &mut Client,
+    b: &backup_service::proto::Backup,
+) {
     let bytes = download(client, &b.backup_id, 0).await;
     assert_eq!(bytes.len() as u64, b.size, "{}", b.backup_id);
-    assert_eq!(sha(&bytes), b.sha256, "gRPC download has the record's sha256");
+    assert_eq!(
+        sha(&bytes),
+        b.sha256,
+        "gRPC download has the record's sha256"
+    );
     let offset = b.size * 2 / 3;
     let tail = download(client, &b.backup_id, offset).await;
-    assert_eq!(tail, bytes[offset as usize..], "ranged read from {offset}");
+    assert!(
+        tail == bytes[offset as usize..],
+        "ranged read from {offset}"
+    );
     let r = rest_get(server, &format!("/api/backup/download/{}", b.backup_id)).await;
     assert_eq!(r.status(), reqwest::StatusCode::OK);
     let rest = r.bytes().await.unwrap();
-    assert_eq!(sha(&rest), b.sha256, "REST download has the record's sha256");
+    assert_eq!(
+        sha(&rest),
+        b.sha256,
+        "REST download has the record's sha256"
+    );
 }
 
 #[test]
@@ -94,8 +117,20 @@ fn contract_server_signs_like_the_published_examples() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let text = string_to_sign(&params, &["file", "cloud_name", "resource_type", "api_key", "signature"]);
-    assert_eq!(signature(&text, "abcd", false), "bfd09f95f331f558cbd1320e67aa8d488770583e");
+    let text = string_to_sign(
+        &params,
+        &[
+            "file",
+            "cloud_name",
+            "resource_type",
+            "api_key",
+            "signature",
+        ],
+    );
+    assert_eq!(
+        signature(&text, "abcd", false),
+        "bfd09f95f331f558cbd1320e67aa8d488770583e"
+    );
     assert_eq!(
         signature(&text, "abcd", true),
         "cc927e1290f9e3ae4c1a741eda21a4630b4ce80f9ce0bc0296337d25cf40f91e"
@@ -117,29 +152,55 @@ async fn small_backup_create_list_get_download_delete() {
     assert_eq!(b.status(), BackupStatus::Completed);
     let public_id = format!("backups/{}", b.filename);
     let asset = cld.asset(&public_id).expect("the backup is a raw asset");
-    assert_eq!(asset.delivery_type, "authenticated", "never public by default");
+    assert_eq!(
+        asset.delivery_type, "authenticated",
+        "never public by default"
+    );
     assert_eq!(asset.bytes.len() as u64, b.size);
-    assert!(b.cloudinary_url.starts_with("https://res.cloudinary.com/test-cloud/raw/authenticated/v"));
-    assert!(b.cloudinary_url.ends_with(&public_id), "{}", b.cloudinary_url);
+    assert!(
+        b.cloudinary_url
+            .starts_with("https://res.cloudinary.com/test-cloud/raw/authenticated/v")
+    );
+    assert!(
+        b.cloudinary_url.ends_with(&public_id),
+        "{}",
+        b.cloudinary_url
+    );
     let manifest = cld
         .asset(&format!("backups/{}.manifest.json", b.backup_id))
         .expect("the manifest is its own raw asset");
     let manifest: Value = serde_json::from_slice(&manifest.bytes).unwrap();
     assert_eq!(manifest["record"]["sha256"], b.sha256.as_str());
-    assert!(manifest["record"].get("storageParts").is_none(), "one asset: no parts");
+    assert!(
+        manifest["record"].get("storageParts").is_none(),
+        "one asset: no parts"
+    );
 
     let got = client
-        .get_backup(GetBackupRequest { backup_id: b.backup_id.clone() })
+        .get_backup(GetBackupRequest {
+            backup_id: b.backup_id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(got.sha256, b.sha256);
-    let list = client.list_backups(ListBackupsRequest::default()).await.unwrap().into_inner();
+    let list = client
+        .list_backups(ListBackupsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(list.total, 1);
     let stats = list.cloudinary_stats.unwrap();
     assert_eq!((stats.count, stats.total_size), (1, b.size));
-    let rest: Value = rest_get(&server, "/api/backup/list").await.json().await.unwrap();
-    assert_eq!(rest["backups"][0]["cloudinaryUrl"], b.cloudinary_url.as_str());
+    let rest: Value = rest_get(&server, "/api/backup/list")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        rest["backups"][0]["cloudinaryUrl"],
+        b.cloudinary_url.as_str()
+    );
     assert_eq!(rest["cloudinaryStats"]["count"], 1);
     assert_eq!(rest["cloudinaryStats"]["totalSize"], b.size);
     check_download(&server, &mut client, &b).await;
@@ -147,31 +208,51 @@ async fn small_backup_create_list_get_download_delete() {
     // Health checks every second do not spend the Admin API budget.
     let before = cld.admin_calls();
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert!(cld.admin_calls() <= before + 1, "health checks called the Admin API {} times", cld.admin_calls() - before);
+    assert!(
+        cld.admin_calls() <= before + 1,
+        "health checks called the Admin API {} times",
+        cld.admin_calls() - before
+    );
     let ready = rest_get(&server, "/readyz").await;
     assert!(ready.status().is_success());
 
     // Delete over REST: data and manifest go; again, and unknown ids, are NOT_FOUND.
     let r = reqwest::Client::new()
-        .delete(format!("http://{}/api/backup/{}", server.http_addr, b.backup_id))
+        .delete(format!(
+            "http://{}/api/backup/{}",
+            server.http_addr, b.backup_id
+        ))
         .bearer_auth(token("ADMIN"))
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    assert!(assets_of(&cld, &b.backup_id).is_empty(), "{:?}", cld.public_ids());
+    assert!(
+        assets_of(&cld, &b.backup_id).is_empty(),
+        "{:?}",
+        cld.public_ids()
+    );
     let e = client
-        .delete_backup(DeleteBackupRequest { backup_id: b.backup_id.clone() })
+        .delete_backup(DeleteBackupRequest {
+            backup_id: b.backup_id.clone(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
     let e = client
-        .delete_backup(DeleteBackupRequest { backup_id: "backup_2020-01-01T00-00-00-000Z".into() })
+        .delete_backup(DeleteBackupRequest {
+            backup_id: "backup_2020-01-01T00-00-00-000Z".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
     // The storage contract itself: deleting an object Cloudinary does not have is NotFound.
-    let e = server.core.storage().delete("backup_2020-01-01T00-00-00-000Z.json").await.unwrap_err();
+    let e = server
+        .core
+        .storage()
+        .delete("backup_2020-01-01T00-00-00-000Z.json")
+        .await
+        .unwrap_err();
     assert_eq!(e.code, backup_service::error::ErrorCode::NotFound);
     server.shutdown().await;
 }
@@ -194,21 +275,31 @@ async fn backup_over_20_mb_is_a_chunked_upload_and_survives_transient_failures()
         .into_iter()
         .filter(|l| l.starts_with("POST upload bytes"))
         .collect();
-    assert!(chunks.contains(&"POST upload bytes 0-19999999/-1".to_string()), "{chunks:?}");
     assert!(
-        chunks.iter().any(|c| c.ends_with(&format!("-{}/{}", b.size - 1, b.size))),
+        chunks.contains(&"POST upload bytes 0-19999999/-1".to_string()),
+        "{chunks:?}"
+    );
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c.ends_with(&format!("-{}/{}", b.size - 1, b.size))),
         "the last chunk names the total: {chunks:?}"
     );
     // One asset under the object's own name, no index.
     let assets = assets_of(&cld, &b.backup_id);
     assert_eq!(
         assets,
-        vec![format!("backups/{}", b.filename), format!("backups/{}.manifest.json", b.backup_id)]
+        vec![
+            format!("backups/{}", b.filename),
+            format!("backups/{}.manifest.json", b.backup_id)
+        ]
     );
     assert_eq!(cld.pending_uploads(), 0);
     check_download(&server, &mut client, &b).await;
     client
-        .delete_backup(DeleteBackupRequest { backup_id: b.backup_id.clone() })
+        .delete_backup(DeleteBackupRequest {
+            backup_id: b.backup_id.clone(),
+        })
         .await
         .unwrap();
     assert!(assets_of(&cld, &b.backup_id).is_empty());
@@ -235,14 +326,27 @@ async fn backup_over_the_per_asset_cap_is_stored_in_parts() {
     expected.sort();
     assert_eq!(assets_of(&cld, &b.backup_id), expected);
     for (id, size) in cld.assets() {
-        assert!(size as u64 <= common::cloudinary::FREE_PLAN_CAP, "{id} is {size} bytes");
+        assert!(
+            size as u64 <= common::cloudinary::FREE_PLAN_CAP,
+            "{id} is {size} bytes"
+        );
         assert_eq!(cld.asset(&id).unwrap().delivery_type, "private");
     }
-    assert!(b.cloudinary_url.ends_with(&format!("{}.parts.json", b.filename)), "{}", b.cloudinary_url);
+    assert!(
+        b.cloudinary_url
+            .ends_with(&format!("{}.parts.json", b.filename)),
+        "{}",
+        b.cloudinary_url
+    );
     // The manifest holds the record plus the parts with sizes and sha256.
-    let manifest = cld.asset(&format!("backups/{}.manifest.json", b.backup_id)).unwrap();
+    let manifest = cld
+        .asset(&format!("backups/{}.manifest.json", b.backup_id))
+        .unwrap();
     let manifest: Value = serde_json::from_slice(&manifest.bytes).unwrap();
-    let parts = manifest["record"]["storageParts"].as_array().expect("storageParts").clone();
+    let parts = manifest["record"]["storageParts"]
+        .as_array()
+        .expect("storageParts")
+        .clone();
     assert_eq!(parts.len(), n);
     let mut whole = Vec::new();
     for (k, part) in parts.iter().enumerate() {
@@ -255,7 +359,10 @@ async fn backup_over_the_per_asset_cap_is_stored_in_parts() {
     assert_eq!(sha(&whole), b.sha256, "the parts in order are the file");
     check_download(&server, &mut client, &b).await;
     let report = client
-        .verify_backup(VerifyBackupRequest { backup_id: b.backup_id.clone(), ..Default::default() })
+        .verify_backup(VerifyBackupRequest {
+            backup_id: b.backup_id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -264,10 +371,16 @@ async fn backup_over_the_per_asset_cap_is_stored_in_parts() {
     // A part already gone does not fail the delete; everything else goes.
     assert!(cld.remove(&format!("backups/{}.part0002", b.filename)));
     client
-        .delete_backup(DeleteBackupRequest { backup_id: b.backup_id.clone() })
+        .delete_backup(DeleteBackupRequest {
+            backup_id: b.backup_id.clone(),
+        })
         .await
         .unwrap();
-    assert!(assets_of(&cld, &b.backup_id).is_empty(), "{:?}", cld.public_ids());
+    assert!(
+        assets_of(&cld, &b.backup_id).is_empty(),
+        "{:?}",
+        cld.public_ids()
+    );
     server.shutdown().await;
 }
 
@@ -283,11 +396,19 @@ async fn compressed_and_encrypted_backups_round_trip() {
     for compression in ["none", "zstd", "gzip"] {
         let b = create(&mut client, compression, compression).await;
         assert!(b.filename.ends_with(".enc"), "{}", b.filename);
-        let data = cld.asset(&format!("backups/{}", b.filename)).expect("data asset");
-        assert!(!String::from_utf8_lossy(&data.bytes).contains("Document"), "stored encrypted");
+        let data = cld
+            .asset(&format!("backups/{}", b.filename))
+            .expect("data asset");
+        assert!(
+            !String::from_utf8_lossy(&data.bytes).contains("Document"),
+            "stored encrypted"
+        );
         check_download(&server, &mut client, &b).await;
         let report = client
-            .verify_backup(VerifyBackupRequest { backup_id: b.backup_id.clone(), ..Default::default() })
+            .verify_backup(VerifyBackupRequest {
+                backup_id: b.backup_id.clone(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -312,11 +433,17 @@ async fn catalog_is_rebuilt_from_cloudinary_alone() {
     let failed = failed_backup(&mut client, &pool, "\"Document\"").await;
     pool.close().await;
     assert!(
-        cld.public_ids().iter().all(|p| p.starts_with("prod/loans/")),
+        cld.public_ids()
+            .iter()
+            .all(|p| p.starts_with("prod/loans/")),
         "{:?}",
         cld.public_ids()
     );
-    let before = client.list_backups(ListBackupsRequest::default()).await.unwrap().into_inner();
+    let before = client
+        .list_backups(ListBackupsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     server.shutdown().await;
 
     // A new server with nothing on its local disk.
@@ -328,13 +455,22 @@ async fn catalog_is_rebuilt_from_cloudinary_alone() {
     let pages = cld.log().iter().filter(|l| *l == "GET list").count() - lists_before;
     assert!(pages >= 3, "listing went through several pages ({pages})");
     let mut client = admin_client(server.grpc_addr).await;
-    let after = client.list_backups(ListBackupsRequest::default()).await.unwrap().into_inner();
+    let after = client
+        .list_backups(ListBackupsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(after.total, 4);
     assert_eq!(after.backups, before.backups);
     let stats = after.cloudinary_stats.unwrap();
     assert_eq!(stats.count, 3);
     assert_eq!(stats.total_size, made.iter().map(|b| b.size).sum::<u64>());
-    assert!(after.backups.iter().any(|b| b.backup_id == failed && b.status() == BackupStatus::Failed));
+    assert!(
+        after
+            .backups
+            .iter()
+            .any(|b| b.backup_id == failed && b.status() == BackupStatus::Failed)
+    );
     for b in &made {
         let bytes = download(&mut client, &b.backup_id, 0).await;
         assert_eq!(sha(&bytes), b.sha256);
@@ -357,14 +493,25 @@ async fn failures_are_clear_retried_or_cleaned_up() {
     // backup with a clear message and leaves no asset of its data behind.
     cld.fail(Fault::new(Op::Upload, 2, FaultKind::Status500, true).on(".json.part"));
     let e = client
-        .create_backup(CreateBackupRequest { description: "doomed".into(), ..Default::default() })
+        .create_backup(CreateBackupRequest {
+            description: "doomed".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Internal);
-    assert!(e.message().contains("Cloudinary answered 500"), "{}", e.message());
+    assert!(
+        e.message().contains("Cloudinary answered 500"),
+        "{}",
+        e.message()
+    );
     assert!(e.message().contains("General Error"), "{}", e.message());
     cld.clear_faults();
-    let list = client.list_backups(ListBackupsRequest::default()).await.unwrap().into_inner();
+    let list = client
+        .list_backups(ListBackupsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let failed = &list.backups[0];
     assert_eq!(failed.status(), BackupStatus::Failed);
     assert_eq!(
@@ -377,17 +524,27 @@ async fn failures_are_clear_retried_or_cleaned_up() {
     // The size cap: a clear 500 naming Cloudinary's reason, nothing left.
     cld.set_cap(1000);
     let e = client
-        .create_backup(CreateBackupRequest { description: "too big".into(), ..Default::default() })
+        .create_backup(CreateBackupRequest {
+            description: "too big".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Internal);
-    assert!(e.message().contains("File size too large"), "{}", e.message());
+    assert!(
+        e.message().contains("File size too large"),
+        "{}",
+        e.message()
+    );
     cld.set_cap(200 * 1024 * 1024);
 
     // The account's secret changed: refused signatures, named, never the secret.
     cld.rotate_secret("a-new-secret-value");
     let e = client
-        .create_backup(CreateBackupRequest { description: "bad signature".into(), ..Default::default() })
+        .create_backup(CreateBackupRequest {
+            description: "bad signature".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert!(e.message().contains("Invalid Signature"), "{}", e.message());
@@ -398,9 +555,20 @@ async fn failures_are_clear_retried_or_cleaned_up() {
     // A wrong secret from the start: the server refuses to start, clearly.
     let mut wrong = cfg.clone();
     wrong.storage_url = wrong.storage_url.replace(&cld.secret, "wrong-secret-123");
-    let e = backup_service::app::start(&wrong).await.err().expect("refused");
-    assert!(e.message.contains("401") && e.message.contains("Invalid credentials"), "{}", e.message);
-    assert!(!e.message.contains("wrong-secret-123") && !e.message.contains(&cld.secret), "{}", e.message);
+    let e = backup_service::app::start(&wrong)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        e.message.contains("401") && e.message.contains("Invalid credentials"),
+        "{}",
+        e.message
+    );
+    assert!(
+        !e.message.contains("wrong-secret-123") && !e.message.contains(&cld.secret),
+        "{}",
+        e.message
+    );
     let data: Vec<String> = cld
         .public_ids()
         .into_iter()
@@ -416,7 +584,10 @@ async fn configuration_public_type_and_cloudinary_url_fallback() {
     let db = database(100).await;
     // Public delivery only with an explicit opt-in.
     let cfg = cloudinary_config(&db, &cld, "type=upload");
-    let e = backup_service::app::start(&cfg).await.err().expect("refused");
+    let e = backup_service::app::start(&cfg)
+        .await
+        .err()
+        .expect("refused");
     assert!(e.message.contains("allow_public=true"), "{}", e.message);
     assert!(!e.message.contains(&cld.secret));
     let cfg = cloudinary_config(&db, &cld, "type=upload&allow_public=true");
@@ -455,6 +626,12 @@ async fn configuration_public_type_and_cloudinary_url_fallback() {
     let logs = String::from_utf8_lossy(&output.stderr);
     assert!(listed, "the binary never listed Cloudinary: {logs}");
     assert!(logs.contains("cloudinary://"), "{logs}");
-    assert!(!logs.contains(&cld.secret), "the secret is in the logs: {logs}");
-    assert!(!dir.path().join("data/backups").exists(), "nothing went to the local default");
+    assert!(
+        !logs.contains(&cld.secret),
+        "the secret is in the logs: {logs}"
+    );
+    assert!(
+        !dir.path().join("data/backups").exists(),
+        "nothing went to the local default"
+    );
 }

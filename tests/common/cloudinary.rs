@@ -136,7 +136,9 @@ fn error(status: StatusCode, message: &str) -> Response {
 fn dropped() -> Response {
     let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
         Ok(Bytes::from_static(b"{\"res")),
-        Err(std::io::Error::other("connection dropped by the test server")),
+        Err(std::io::Error::other(
+            "connection dropped by the test server",
+        )),
     ];
     Response::builder()
         .status(StatusCode::OK)
@@ -168,7 +170,13 @@ pub fn signature(to_sign: &str, secret: &str, sha256: bool) -> String {
     }
 }
 
-const UPLOAD_UNSIGNED: [&str; 5] = ["file", "cloud_name", "resource_type", "api_key", "signature"];
+const UPLOAD_UNSIGNED: [&str; 5] = [
+    "file",
+    "cloud_name",
+    "resource_type",
+    "api_key",
+    "signature",
+];
 
 struct Form {
     fields: BTreeMap<String, String>,
@@ -252,12 +260,19 @@ impl Inner {
         hit
     }
 
-    fn check_signed(&self, params: &BTreeMap<String, String>, exclude: &[&str]) -> Result<(), Response> {
+    fn check_signed(
+        &self,
+        params: &BTreeMap<String, String>,
+        exclude: &[&str],
+    ) -> Result<(), Response> {
         if params.get("api_key").map(String::as_str) != Some(self.api_key.as_str()) {
             return Err(error(StatusCode::UNAUTHORIZED, "Invalid api_key"));
         }
         let Some(timestamp) = params.get("timestamp").and_then(|t| t.parse::<u64>().ok()) else {
-            return Err(error(StatusCode::BAD_REQUEST, "Missing required parameter - timestamp"));
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "Missing required parameter - timestamp",
+            ));
         };
         if now().saturating_sub(timestamp) > 3600 {
             return Err(error(
@@ -341,9 +356,13 @@ impl Inner {
     fn admin_headers(&mut self, remaining_override: Option<u64>) -> [(String, String); 3] {
         let remaining =
             remaining_override.unwrap_or(self.admin_limit.saturating_sub(self.admin_calls));
-        let reset = httpdate::fmt_http_date(SystemTime::now() + std::time::Duration::from_secs(3600));
+        let reset =
+            httpdate::fmt_http_date(SystemTime::now() + std::time::Duration::from_secs(3600));
         [
-            ("X-FeatureRateLimit-Limit".into(), self.admin_limit.to_string()),
+            (
+                "X-FeatureRateLimit-Limit".into(),
+                self.admin_limit.to_string(),
+            ),
             ("X-FeatureRateLimit-Remaining".into(), remaining.to_string()),
             ("X-FeatureRateLimit-Reset".into(), reset),
         ]
@@ -365,12 +384,21 @@ async fn upload(
     body: Bytes,
 ) -> Response {
     let mut st = lock(&s);
-    st.log.push(format!("POST upload {}", headers.get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("")));
+    st.log.push(format!(
+        "POST upload {}",
+        headers
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    ));
     if cloud != st.cloud {
         return error(StatusCode::NOT_FOUND, "Unknown cloud name");
     }
     if resource_type != "raw" {
-        return error(StatusCode::BAD_REQUEST, "this test server stores raw assets only");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "this test server stores raw assets only",
+        );
     }
     let form = match parse_multipart(&headers, &body) {
         Ok(f) => f,
@@ -381,9 +409,15 @@ async fn upload(
         .get("x-unique-upload-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let op = if upload_id.is_some() { Op::UploadChunk } else { Op::Upload };
+    let op = if upload_id.is_some() {
+        Op::UploadChunk
+    } else {
+        Op::Upload
+    };
     match st.fault(op, &public_id) {
-        Some(FaultKind::Status500) => return error(StatusCode::INTERNAL_SERVER_ERROR, "General Error"),
+        Some(FaultKind::Status500) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "General Error");
+        }
         Some(FaultKind::Drop) => return dropped(),
         None => {}
     }
@@ -391,7 +425,10 @@ async fn upload(
         return r;
     }
     if public_id.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "this test server needs a public_id");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "this test server needs a public_id",
+        );
     }
     let delivery_type = form
         .fields
@@ -423,15 +460,25 @@ async fn upload(
         .and_then(|v| {
             let (span, total) = v.split_once('/')?;
             let (a, b) = span.split_once('-')?;
-            Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?, total.parse::<i64>().ok()?))
+            Some((
+                a.parse::<u64>().ok()?,
+                b.parse::<u64>().ok()?,
+                total.parse::<i64>().ok()?,
+            ))
         });
     let Some((first, last, total)) = range else {
         return error(StatusCode::BAD_REQUEST, "Invalid Content-Range header");
     };
     if last < first || last - first + 1 != file.len() as u64 {
-        return error(StatusCode::BAD_REQUEST, "Content-Range does not match the chunk's size");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Content-Range does not match the chunk's size",
+        );
     }
-    let so_far = st.pending.get(&upload_id).map_or(0, |p| p.data.len() as u64);
+    let so_far = st
+        .pending
+        .get(&upload_id)
+        .map_or(0, |p| p.data.len() as u64);
     if first != so_far {
         return error(
             StatusCode::BAD_REQUEST,
@@ -441,7 +488,10 @@ async fn upload(
     if let Some(p) = st.pending.get(&upload_id)
         && (p.public_id != public_id || p.delivery_type != delivery_type)
     {
-        return error(StatusCode::BAD_REQUEST, "Chunks of one upload must carry the same parameters");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Chunks of one upload must carry the same parameters",
+        );
     }
     let is_final = total >= 0 && last + 1 == total as u64;
     if total >= 0 && last + 1 > total as u64 {
@@ -450,23 +500,31 @@ async fn upload(
     if !is_final && file.len() < MIN_CHUNK {
         return error(
             StatusCode::BAD_REQUEST,
-            &format!("Chunk size {} is below the minimum of 5MB for all but the last chunk", file.len()),
+            &format!(
+                "Chunk size {} is below the minimum of 5MB for all but the last chunk",
+                file.len()
+            ),
         );
     }
     if let Some(r) = st.too_large(last + 1) {
         st.pending.remove(&upload_id);
         return r;
     }
-    let pending = st.pending.entry(upload_id.clone()).or_insert_with(|| Pending {
-        public_id: public_id.clone(),
-        delivery_type: delivery_type.clone(),
-        data: Vec::new(),
-    });
+    let pending = st
+        .pending
+        .entry(upload_id.clone())
+        .or_insert_with(|| Pending {
+            public_id: public_id.clone(),
+            delivery_type: delivery_type.clone(),
+            data: Vec::new(),
+        });
     pending.data.extend_from_slice(&file);
     if !is_final {
         let bytes = pending.data.len();
-        return axum::Json(json!({"done": false, "bytes": bytes, "public_id": public_id, "upload_id": upload_id}))
-            .into_response();
+        return axum::Json(
+            json!({"done": false, "bytes": bytes, "public_id": public_id, "upload_id": upload_id}),
+        )
+        .into_response();
     }
     let Some(done) = st.pending.remove(&upload_id) else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "lost upload");
@@ -495,7 +553,9 @@ async fn destroy(
     };
     let public_id = form.fields.get("public_id").cloned().unwrap_or_default();
     match st.fault(Op::Destroy, &public_id) {
-        Some(FaultKind::Status500) => return error(StatusCode::INTERNAL_SERVER_ERROR, "General Error"),
+        Some(FaultKind::Status500) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "General Error");
+        }
         Some(FaultKind::Drop) => return dropped(),
         None => {}
     }
@@ -507,13 +567,12 @@ async fn destroy(
         .get("type")
         .cloned()
         .unwrap_or_else(|| "upload".into());
-    let result = if resource_type == "raw"
-        && st.assets.remove(&(delivery_type, public_id)).is_some()
-    {
-        "ok"
-    } else {
-        "not found"
-    };
+    let result =
+        if resource_type == "raw" && st.assets.remove(&(delivery_type, public_id)).is_some() {
+            "ok"
+        } else {
+            "not found"
+        };
     axum::Json(json!({"result": result})).into_response()
 }
 
@@ -529,7 +588,9 @@ async fn download(
     }
     let public_id = params.get("public_id").cloned().unwrap_or_default();
     match st.fault(Op::Download, &public_id) {
-        Some(FaultKind::Status500) => return error(StatusCode::INTERNAL_SERVER_ERROR, "General Error"),
+        Some(FaultKind::Status500) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "General Error");
+        }
         Some(FaultKind::Drop) => return dropped(),
         None => {}
     }
@@ -540,21 +601,36 @@ async fn download(
     match params.get("expires_at").and_then(|e| e.parse::<u64>().ok()) {
         Some(e) if e > now() => {}
         Some(_) => return error(StatusCode::UNAUTHORIZED, "Download link has expired"),
-        None => return error(StatusCode::BAD_REQUEST, "Missing required parameter - expires_at"),
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Missing required parameter - expires_at",
+            );
+        }
     }
-    let delivery_type = params.get("type").cloned().unwrap_or_else(|| "upload".into());
+    let delivery_type = params
+        .get("type")
+        .cloned()
+        .unwrap_or_else(|| "upload".into());
     match st.assets.get(&(delivery_type, public_id.clone())) {
         Some(a) => (
             [("content-type", "application/octet-stream")],
             a.bytes.clone(),
         )
             .into_response(),
-        None => error(StatusCode::NOT_FOUND, &format!("Resource not found - {public_id}")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("Resource not found - {public_id}"),
+        ),
     }
 }
 
 /// Admin API bookkeeping shared by list and usage: auth, rate limit, faults.
-fn admin_gate(st: &mut Inner, headers: &HeaderMap, op: Op) -> Result<[(String, String); 3], Response> {
+fn admin_gate(
+    st: &mut Inner,
+    headers: &HeaderMap,
+    op: Op,
+) -> Result<[(String, String); 3], Response> {
     st.admin_calls += 1;
     if let Err(r) = st.check_basic(headers) {
         return Err(r);
@@ -562,16 +638,24 @@ fn admin_gate(st: &mut Inner, headers: &HeaderMap, op: Op) -> Result<[(String, S
     if st.answer_420 > 0 {
         st.answer_420 -= 1;
         let h = st.admin_headers(Some(0));
-        let mut r = error(StatusCode::from_u16(420).unwrap_or(StatusCode::TOO_MANY_REQUESTS), "Rate Limit Exceeded");
+        let mut r = error(
+            StatusCode::from_u16(420).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+            "Rate Limit Exceeded",
+        );
         for (k, v) in h {
-            if let (Ok(k), Ok(v)) = (axum::http::HeaderName::try_from(k), axum::http::HeaderValue::try_from(v)) {
+            if let (Ok(k), Ok(v)) = (
+                axum::http::HeaderName::try_from(k),
+                axum::http::HeaderValue::try_from(v),
+            ) {
                 r.headers_mut().insert(k, v);
             }
         }
         return Err(r);
     }
     match st.fault(op, "") {
-        Some(FaultKind::Status500) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "General Error")),
+        Some(FaultKind::Status500) => {
+            return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "General Error"));
+        }
         Some(FaultKind::Drop) => return Err(dropped()),
         None => {}
     }
@@ -580,7 +664,10 @@ fn admin_gate(st: &mut Inner, headers: &HeaderMap, op: Op) -> Result<[(String, S
 
 fn with_headers(mut r: Response, headers: [(String, String); 3]) -> Response {
     for (k, v) in headers {
-        if let (Ok(k), Ok(v)) = (axum::http::HeaderName::try_from(k), axum::http::HeaderValue::try_from(v)) {
+        if let (Ok(k), Ok(v)) = (
+            axum::http::HeaderName::try_from(k),
+            axum::http::HeaderValue::try_from(v),
+        ) {
             r.headers_mut().insert(k, v);
         }
     }
@@ -605,7 +692,12 @@ async fn list(
     let max_results = match params.get("max_results").map(|m| m.parse::<usize>()) {
         None => 10,
         Some(Ok(m)) if (1..=500).contains(&m) => m,
-        Some(_) => return error(StatusCode::BAD_REQUEST, "max_results must be between 1 and 500"),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "max_results must be between 1 and 500",
+            );
+        }
     };
     let page = max_results.min(st.page_size);
     let prefix = params.get("prefix").cloned().unwrap_or_default();
@@ -689,7 +781,10 @@ impl CloudinaryServer {
             .route("/v1_1/{cloud}/{resource_type}/upload", post(upload))
             .route("/v1_1/{cloud}/{resource_type}/destroy", post(destroy))
             .route("/v1_1/{cloud}/{resource_type}/download", get(download))
-            .route("/v1_1/{cloud}/resources/{resource_type}/{delivery_type}", get(list))
+            .route(
+                "/v1_1/{cloud}/resources/{resource_type}/{delivery_type}",
+                get(list),
+            )
             .route("/v1_1/{cloud}/usage", get(usage))
             .layer(DefaultBodyLimit::max(120 * 1024 * 1024))
             .with_state(inner.clone());
@@ -777,11 +872,7 @@ impl CloudinaryServer {
     /// Removes an asset behind the service's back.
     pub fn remove(&self, public_id: &str) -> bool {
         let mut st = self.st();
-        let key = st
-            .assets
-            .keys()
-            .find(|(_, p)| p == public_id)
-            .cloned();
+        let key = st.assets.keys().find(|(_, p)| p == public_id).cloned();
         key.is_some_and(|k| st.assets.remove(&k).is_some())
     }
     /// Makes an asset look `secs` older.

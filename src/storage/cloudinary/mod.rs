@@ -360,7 +360,7 @@ impl Storage for CloudinaryStorage {
             Some(index) => {
                 for part in index.parts {
                     // Whole parts before the offset are not downloaded at all.
-                    if reader.skip >= part.bytes {
+                    if reader.parts.is_empty() && reader.skip >= part.bytes {
                         reader.skip -= part.bytes;
                         continue;
                     }
