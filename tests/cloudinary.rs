@@ -432,6 +432,11 @@ async fn catalog_is_rebuilt_from_cloudinary_alone() {
     let pool = db.pool().await;
     let failed = failed_backup(&mut client, &pool, "\"Document\"").await;
     pool.close().await;
+    // The aborted upload left nothing but the failed record's manifest.
+    assert_eq!(
+        assets_of(&cld, &failed),
+        vec![format!("prod/loans/{failed}.manifest.json")]
+    );
     assert!(
         cld.public_ids()
             .iter()
@@ -446,6 +451,17 @@ async fn catalog_is_rebuilt_from_cloudinary_alone() {
         .into_inner();
     server.shutdown().await;
 
+    // Leftovers of a crash: an old part without an index, an old data asset
+    // without a manifest (both go), a fresh part (may be mid-write: stays).
+    let old_part = "prod/loans/backup_2020-01-01T00-00-00-000Z.json.part0002";
+    let old_data = "prod/loans/backup_2020-01-02T00-00-00-000Z.json";
+    let fresh_part = "prod/loans/backup_2020-01-03T00-00-00-000Z.json.part0002";
+    for id in [old_part, old_data, fresh_part] {
+        cld.insert(id, "authenticated", b"leftover");
+    }
+    cld.age(old_part, 3600);
+    cld.age(old_data, 3600);
+
     // A new server with nothing on its local disk.
     let lists_before = cld.log().iter().filter(|l| *l == "GET list").count();
     let dir = temp_dir();
@@ -454,6 +470,12 @@ async fn catalog_is_rebuilt_from_cloudinary_alone() {
     let server = start(&cfg2).await;
     let pages = cld.log().iter().filter(|l| *l == "GET list").count() - lists_before;
     assert!(pages >= 3, "listing went through several pages ({pages})");
+    let ids = cld.public_ids();
+    assert!(
+        !ids.iter().any(|p| p == old_part || p == old_data),
+        "{ids:?}"
+    );
+    assert!(ids.iter().any(|p| p == fresh_part), "{ids:?}");
     let mut client = admin_client(server.grpc_addr).await;
     let after = client
         .list_backups(ListBackupsRequest::default())
