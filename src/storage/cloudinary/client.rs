@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::config::CloudinaryConfig;
 use super::sign;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Error, Result};
 
 /// Longest single wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -570,7 +570,96 @@ fn multipart(fields: &[(&str, String)], file: Option<(&str, &Bytes)>) -> (String
     )
 }
 
-/// Used by callers that treat a missing asset as "nothing to do".
-pub fn is_not_found(e: &Error) -> bool {
-    e.code == ErrorCode::NotFound
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    fn client() -> Client {
+        let config =
+            CloudinaryConfig::parse("cloudinary://key:the-secret@demo", "http://127.0.0.1:9")
+                .unwrap();
+        Client::new(Arc::new(config)).unwrap()
+    }
+
+    #[test]
+    fn rate_limit_headers_are_tracked() {
+        let c = client();
+        let reset = SystemTime::now() + Duration::from_secs(1800);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-featureratelimit-limit", "500".parse().unwrap());
+        headers.insert("x-featureratelimit-remaining", "0".parse().unwrap());
+        headers.insert(
+            "x-featureratelimit-reset",
+            httpdate::fmt_http_date(reset).parse().unwrap(),
+        );
+        c.track_rate_limit(&headers, StatusCode::OK);
+        assert!(c.rate_limited_until().is_some());
+        headers.insert("x-featureratelimit-remaining", "12".parse().unwrap());
+        c.track_rate_limit(&headers, StatusCode::OK);
+        assert!(c.rate_limited_until().is_none());
+        assert_eq!(c.rate_limit().limit, Some(500));
+        // A 420 without headers still counts as used up, for a while.
+        c.track_rate_limit(&HeaderMap::new(), StatusCode::from_u16(420).unwrap());
+        assert!(c.rate_limited_until().is_some());
+    }
+
+    #[test]
+    fn error_bodies_json_or_not_and_never_the_secret() {
+        let c = client();
+        let json =
+            br#"{"error":{"message":"Invalid Signature abc. String to sign - 'x=1the-secret'."}}"#;
+        let m = c.message_of(StatusCode::UNAUTHORIZED, json);
+        assert!(m.starts_with("Invalid Signature abc"), "{m}");
+        assert!(!m.contains("the-secret"), "{m}");
+        let m = c.message_of(StatusCode::BAD_GATEWAY, b"<html>Bad gateway</html>");
+        assert_eq!(m, "<html>Bad gateway</html>");
+        let m = c.message_of(StatusCode::SERVICE_UNAVAILABLE, b"");
+        assert_eq!(m, "Service Unavailable");
+        let e = c.final_error(
+            "uploading x",
+            c.classify_status(
+                StatusCode::BAD_REQUEST,
+                br#"{"error":{"message":"File size too large. Got 2. Maximum is 1."}}"#,
+            ),
+            1,
+        );
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert!(e.message.contains("File size too large"), "{}", e.message);
+        assert!(!c.classify_status(StatusCode::BAD_REQUEST, b"").retry);
+        assert!(!c.classify_status(StatusCode::NOT_FOUND, b"").retry);
+        assert!(
+            c.classify_status(StatusCode::from_u16(420).unwrap(), b"")
+                .retry
+        );
+        assert!(c.classify_status(StatusCode::TOO_MANY_REQUESTS, b"").retry);
+        assert!(c.classify_status(StatusCode::BAD_GATEWAY, b"").retry);
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_jittered() {
+        let c = client();
+        for attempt in 0..40 {
+            let d = c.backoff(attempt);
+            assert!(d <= MAX_BACKOFF, "{d:?}");
+            assert!(
+                d >= Duration::from_millis(250).min(MAX_BACKOFF / 2),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn multipart_body_shape() {
+        let (content_type, body) = multipart(
+            &[("public_id", "backups/x.json".into())],
+            Some(("x.json", &Bytes::from_static(b"DATA"))),
+        );
+        let boundary = content_type.split("boundary=").nth(1).unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.starts_with(&format!("--{boundary}\r\n")));
+        assert!(text.contains("name=\"public_id\"\r\n\r\nbackups/x.json\r\n"));
+        assert!(text.contains("filename=\"x.json\""));
+        assert!(text.ends_with(&format!("\r\nDATA\r\n--{boundary}--\r\n")));
+    }
 }

@@ -415,10 +415,15 @@ impl Storage for CloudinaryStorage {
 
     async fn delete(&self, name: &str) -> Result<()> {
         self.validate(name)?;
-        let index = self.index(name).await.unwrap_or_else(|e| {
-            tracing::warn!(object = %name, error = %e.message, "unreadable parts index; deleting the parts found by listing");
-            None
-        });
+        let index = match self.index(name).await {
+            Ok(index) => index,
+            // Cloudinary unreachable: delete nothing rather than half of it.
+            Err(e) if e.code == ErrorCode::Unavailable => return Err(e),
+            Err(e) => {
+                tracing::warn!(object = %name, error = %e.message, "unreadable parts index; deleting the parts found by listing");
+                None
+            }
+        };
         // Parts named by the index, plus any the listing knows of (an index lost mid-delete).
         let mut parts: BTreeSet<String> = index
             .iter()

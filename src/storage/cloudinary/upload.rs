@@ -10,7 +10,9 @@
 //!   chunked upload (`X-Unique-Upload-Id`, `Content-Range`), every chunk but
 //!   the last exactly `chunk_size` (at least 5 MB), the last sent only after
 //!   all others were answered. The total is unknown until the last chunk, so
-//!   earlier chunks say `bytes a-b/-1`, as the SDKs' stream uploads do;
+//!   earlier chunks say `bytes a-b/-1` (what Cloudinary's SDKs are reported
+//!   to send for streams of unknown length; not confirmed in Cloudinary's
+//!   own documentation), and the last one names the total;
 //! - an object of more than one asset gets an index asset `N.parts.json`
 //!   (every part's public_id, bytes and SHA-256, and the whole object's size
 //!   and SHA-256), uploaded before `finish` returns.
