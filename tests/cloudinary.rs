@@ -279,6 +279,12 @@ async fn backup_over_20_mb_is_a_chunked_upload_and_survives_transient_failures()
         chunks.contains(&"POST upload bytes 0-19999999/-1".to_string()),
         "{chunks:?}"
     );
+    let sent = b.size.div_ceil(20_000_000) as usize;
+    assert_eq!(
+        chunks.len(),
+        sent + 2,
+        "two chunk requests were retried: {chunks:?}"
+    );
     assert!(
         chunks
             .iter()
@@ -509,6 +515,11 @@ async fn failures_are_clear_retried_or_cleaned_up() {
     // 420 from the Admin API, then success: retried (start lists the folder).
     cld.answer_420(2);
     let server = start(&cfg).await;
+    assert_eq!(
+        cld.pending_420(),
+        0,
+        "both 420 answers were met and retried"
+    );
     let mut client = admin_client(server.grpc_addr).await;
 
     // A request failing for good mid-upload (the second part) fails the
@@ -656,4 +667,72 @@ async fn configuration_public_type_and_cloudinary_url_fallback() {
         !dir.path().join("data/backups").exists(),
         "nothing went to the local default"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_budget_is_respected_and_replicas_see_each_other() {
+    let cld = CloudinaryServer::start().await;
+    let db = database(200).await;
+    let cfg = cloudinary_config(&db, &cld, "list_cache_secs=1");
+    let a = start(&cfg).await;
+    let b = start(&cfg).await;
+    let mut on_b = admin_client(b.grpc_addr).await;
+    let mut on_a = admin_client(a.grpc_addr).await;
+    let first = create(&mut on_b, "from b", "none").await;
+
+    // A sees B's backup once its listing is older than list_cache_secs (a
+    // refresh happens on GetSchedule, at schedule slots and before pruning).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        rest_get(&a, "/api/backup/schedule")
+            .await
+            .status()
+            .is_success()
+    );
+    let list = on_a
+        .list_backups(ListBackupsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.backups.len(), 1);
+    assert_eq!(list.backups[0].backup_id, first.backup_id);
+
+    // The next Admin call uses up the hour's budget (X-FeatureRateLimit-Remaining: 0).
+    cld.set_admin_limit(cld.admin_calls() + 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        rest_get(&a, "/api/backup/schedule")
+            .await
+            .status()
+            .is_success()
+    );
+    let calls = cld.admin_calls();
+    create(&mut on_b, "second from b", "none").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        rest_get(&a, "/api/backup/schedule")
+            .await
+            .status()
+            .is_success()
+    );
+    assert_eq!(
+        cld.admin_calls(),
+        calls,
+        "no Admin call until the budget resets"
+    );
+    let list = on_a
+        .list_backups(ListBackupsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        list.backups.len(),
+        1,
+        "the cached listing is used meanwhile"
+    );
+    // Uploads are not rate limited, and health stays SERVING.
+    create(&mut on_a, "from a", "none").await;
+    assert!(rest_get(&a, "/readyz").await.status().is_success());
+    a.shutdown().await;
+    b.shutdown().await;
 }

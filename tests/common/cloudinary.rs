@@ -635,8 +635,9 @@ fn admin_gate(
 ) -> Result<[(String, String); 3], Response> {
     st.admin_calls += 1;
     st.check_basic(headers)?;
-    if st.answer_420 > 0 {
-        st.answer_420 -= 1;
+    let over_budget = st.admin_calls > st.admin_limit;
+    if st.answer_420 > 0 || over_budget {
+        st.answer_420 = st.answer_420.saturating_sub(1);
         let h = st.admin_headers(Some(0));
         let mut r = error(
             StatusCode::from_u16(420).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
@@ -838,6 +839,14 @@ impl CloudinaryServer {
     /// The next `n` Admin API calls answer 420.
     pub fn answer_420(&self, n: u32) {
         self.st().answer_420 = n;
+    }
+    /// 420 answers still to give.
+    pub fn pending_420(&self) -> u32 {
+        self.st().answer_420
+    }
+    /// The hourly Admin API budget; calls beyond it answer 420.
+    pub fn set_admin_limit(&self, limit: u64) {
+        self.st().admin_limit = limit;
     }
     pub fn fail(&self, fault: Fault) {
         self.st().faults.push(fault);

@@ -17,6 +17,8 @@ pub const MIN_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
 /// Smallest part size accepted from configuration.
 pub const MIN_PART_SIZE: u64 = 1024 * 1024;
 pub const DEFAULT_RETRIES: u32 = 5;
+/// How long a folder listing is reused (own writes and deletes keep it current).
+pub const DEFAULT_LIST_TTL: Duration = Duration::from_secs(60);
 
 /// Who may fetch a stored asset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,8 @@ pub struct CloudinaryConfig {
     /// Attempts after the first for retryable failures (420, 429, 5xx, connection).
     pub retries: u32,
     pub retry_base: Duration,
+    /// How long a folder listing (Admin API) is reused.
+    pub list_ttl: Duration,
     /// e.g. `https://api.cloudinary.com`, `https://api-eu.cloudinary.com`, no trailing slash.
     pub api_base: String,
 }
@@ -127,6 +131,7 @@ impl CloudinaryConfig {
             chunk_size: DEFAULT_CHUNK_SIZE,
             retries: DEFAULT_RETRIES,
             retry_base: Duration::from_millis(500),
+            list_ttl: DEFAULT_LIST_TTL,
             api_base: api_base.trim_end_matches('/').to_string(),
         };
         let mut requested_type = None;
@@ -146,9 +151,13 @@ impl CloudinaryConfig {
                     config.retry_base =
                         Duration::from_millis(bytes_option("retry_base_ms", &value)?.min(60_000));
                 }
+                "list_cache_secs" => {
+                    config.list_ttl =
+                        Duration::from_secs(bytes_option("list_cache_secs", &value)?.min(3600));
+                }
                 other => {
                     return Err(Error::invalid(format!(
-                        "unknown Cloudinary option {other:?} (known: folder, type, allow_public, signature_algorithm, part_size, chunk_size, retries, retry_base_ms)"
+                        "unknown Cloudinary option {other:?} (known: folder, type, allow_public, signature_algorithm, part_size, chunk_size, retries, retry_base_ms, list_cache_secs)"
                     )));
                 }
             }

@@ -4,7 +4,7 @@
 //! listed through the rate-limited Admin API with a cache.
 //!
 //! Admin API budget (500 or 2,000 calls an hour): the listing is cached for
-//! `LIST_TTL` and kept up to date by this process's own writes and deletes;
+//! `list_cache_secs` (default 60 s) and kept up to date by this process's own writes and deletes;
 //! while `X-FeatureRateLimit-Remaining` is 0 the cached listing is served
 //! until the reset time; `check` (every few seconds from health) makes a real
 //! call at most every `CHECK_EVERY`, and none while other requests succeed.
@@ -29,8 +29,6 @@ use client::{Client, Resource, UploadOutcome};
 use config::CloudinaryConfig;
 use upload::{CloudinaryWriter, INDEX_SUFFIX, PartsIndex, index_name, part_of};
 
-/// How long a listing is reused (own writes and deletes keep it current).
-pub const LIST_TTL: Duration = Duration::from_secs(60);
 /// How long `check` trusts the last real answer from Cloudinary.
 pub const CHECK_EVERY: Duration = Duration::from_secs(300);
 /// How long `check` repeats a failure before asking again.
@@ -464,7 +462,7 @@ impl Storage for CloudinaryStorage {
     }
 
     async fn list(&self, suffix: &str) -> Result<Vec<String>> {
-        let assets = self.inner.assets(LIST_TTL).await?;
+        let assets = self.inner.assets(self.config().list_ttl).await?;
         let names: BTreeSet<String> = assets
             .keys()
             .filter(|n| part_of(n).is_none())
@@ -504,7 +502,7 @@ impl Storage for CloudinaryStorage {
     }
 
     async fn age(&self, name: &str) -> Option<Duration> {
-        let assets = self.inner.assets(LIST_TTL).await.ok()?;
+        let assets = self.inner.assets(self.config().list_ttl).await.ok()?;
         let resource = assets.get(name).or_else(|| assets.get(&index_name(name)))?;
         (chrono::Utc::now() - resource.created()?).to_std().ok()
     }
