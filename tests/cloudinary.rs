@@ -736,3 +736,160 @@ async fn admin_budget_is_respected_and_replicas_see_each_other() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A signed multipart request to the contract server, as a client would send it.
+fn signed_form(
+    cld: &CloudinaryServer,
+    fields: &[(&str, String)],
+    sign_with: &str,
+) -> (String, Vec<u8>) {
+    signed_upload(cld, fields, sign_with, None)
+}
+
+fn signed_upload(
+    cld: &CloudinaryServer,
+    fields: &[(&str, String)],
+    sign_with: &str,
+    file: Option<&[u8]>,
+) -> (String, Vec<u8>) {
+    use common::cloudinary::{signature, string_to_sign};
+    let mut params: std::collections::BTreeMap<String, String> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let text = string_to_sign(
+        &params,
+        &[
+            "file",
+            "cloud_name",
+            "resource_type",
+            "api_key",
+            "signature",
+        ],
+    );
+    params.insert("signature".into(), signature(&text, sign_with, false));
+    params.insert("api_key".into(), cld.api_key.clone());
+    let boundary = "contract-test-boundary";
+    let mut body = Vec::new();
+    for (k, v) in &params {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    if let Some(file) = file {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(file);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_server_refuses_what_cloudinary_refuses() {
+    let cld = CloudinaryServer::start().await;
+    let http = reqwest::Client::new();
+    let destroy = format!("{}/v1_1/{}/raw/destroy", cld.base, cld.cloud);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let post = |form: (String, Vec<u8>)| {
+        http.post(&destroy)
+            .header("content-type", form.0)
+            .body(form.1)
+            .send()
+    };
+    let fields = |ts: u64| {
+        vec![
+            ("public_id", "backups/x.json".to_string()),
+            ("timestamp", ts.to_string()),
+            ("type", "authenticated".to_string()),
+        ]
+    };
+
+    // Correctly signed: answered.
+    let r = post(signed_form(&cld, &fields(now), &cld.secret))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["result"], "not found");
+    // Wrong secret: 401 naming the string to sign.
+    let r = post(signed_form(&cld, &fields(now), "not-the-secret"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("String to sign - 'public_id=backups/x.json&timestamp="),
+        "{message}"
+    );
+    // Over an hour old: stale.
+    let r = post(signed_form(&cld, &fields(now - 3700), &cld.secret))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Stale request")
+    );
+    // Admin API: Basic auth required, max_results at most 500.
+    let list = format!(
+        "{}/v1_1/{}/resources/raw/authenticated",
+        cld.base, cld.cloud
+    );
+    assert_eq!(http.get(&list).send().await.unwrap().status(), 401);
+    let r = http
+        .get(format!("{list}?max_results=501"))
+        .basic_auth(&cld.api_key, Some(&cld.secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .get(&list)
+        .basic_auth(&cld.api_key, Some(&cld.secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-featureratelimit-remaining"));
+
+    // Chunked uploads: non-final chunks of at least 5 MB, contiguous.
+    let upload = format!("{}/v1_1/{}/raw/upload", cld.base, cld.cloud);
+    let chunk = |range: &str, data: &[u8]| {
+        let form = signed_upload(&cld, &fields(now), &cld.secret, Some(data));
+        http.post(&upload)
+            .header("content-type", form.0)
+            .header("x-unique-upload-id", "u1")
+            .header("content-range", range.to_string())
+            .body(form.1)
+            .send()
+    };
+    let small = vec![1u8; 1024];
+    let r = chunk("bytes 0-1023/-1", &small).await.unwrap();
+    assert_eq!(r.status(), 400, "a small non-final chunk is refused");
+    let big = vec![2u8; common::cloudinary::MIN_CHUNK];
+    let last = big.len() - 1;
+    let r = chunk(&format!("bytes 0-{last}/-1"), &big).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["done"], false);
+    let r = chunk("bytes 10-1033/99999999", &small).await.unwrap();
+    assert_eq!(r.status(), 400, "a gap is refused");
+    let (first, end) = (big.len(), big.len() + small.len());
+    let r = chunk(&format!("bytes {first}-{}/{end}", end - 1), &small)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the last chunk may be small");
+    let asset: Value = r.json().await.unwrap();
+    assert_eq!(asset["bytes"], end as u64);
+    assert_eq!(cld.asset("backups/x.json").unwrap().bytes.len(), end);
+}
