@@ -67,12 +67,13 @@ async fn wait_for_signal() {
 pub async fn start(config: &ServeConfig) -> Result<Running> {
     tracing::info!(
         database = %redact_url(&config.database_url),
-        storage = %redact_url(&config.storage_url),
+        storage = %redact_url(&config.storage_location()),
         "starting backup-service"
     );
     crate::telemetry::prometheus();
     let source = crate::source::open(&config.database_url, config.dump_parallelism).await?;
-    let storage = crate::storage::open(&config.storage_url).await?;
+    let storage =
+        crate::storage::open_with(&config.storage_location(), &config.cloudinary_api_base).await?;
     let codec = config.codec_settings()?;
     let core = Backups::open(source, storage, &config.database_url, codec).await?;
     let automation = Arc::new(crate::backup::schedule::Automation::from_config(config)?);

@@ -116,14 +116,29 @@ pub struct ServeConfig {
         hide_env_values = true
     )]
     pub database_url: String,
-    /// Where backups are kept: a directory path or file:///abs/path.
+    /// Where backups are kept: a directory path, file:///abs/path,
+    /// s3://bucket/prefix or cloudinary://key:secret@cloud?options.
+    /// Unset or empty: CLOUDINARY_URL when that is set, else data/backups
+    /// (see `storage_location`).
     #[arg(
         long,
         env = "STORAGE_URL",
-        default_value = "data/backups",
+        default_value = "",
+        hide_default_value = true,
         hide_env_values = true
     )]
     pub storage_url: String,
+    /// Cloudinary credentials and options (cloudinary://key:secret@cloud),
+    /// used as the storage when STORAGE_URL is unset.
+    #[arg(long, env = "CLOUDINARY_URL", hide_env_values = true)]
+    pub cloudinary_url: Option<String>,
+    /// Cloudinary API host: a regional one (https://api-eu.cloudinary.com) or a test server.
+    #[arg(
+        long,
+        env = "CLOUDINARY_API_BASE",
+        default_value = crate::storage::cloudinary::config::DEFAULT_API_BASE
+    )]
+    pub cloudinary_api_base: String,
     /// gRPC listen address (port 0 picks a free port; the bound address is logged).
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
@@ -207,6 +222,9 @@ pub struct ServeConfig {
     pub backup_run_missed: bool,
 }
 
+/// Where backups go when neither STORAGE_URL nor CLOUDINARY_URL is set.
+pub const DEFAULT_STORAGE_URL: &str = "data/backups";
+
 impl ServeConfig {
     /// The defaults plus whatever the environment sets.
     pub fn from_env() -> Self {
@@ -235,6 +253,19 @@ impl ServeConfig {
             default_compression: Compression::parse(&self.compression)?,
             keys: Keyring::new(key.as_deref(), &self.decryption_keys)?,
         })
+    }
+
+    /// The storage to use: STORAGE_URL, else CLOUDINARY_URL, else the
+    /// local default.
+    pub fn storage_location(&self) -> String {
+        let set = |s: &str| !s.trim().is_empty();
+        if set(&self.storage_url) {
+            return self.storage_url.clone();
+        }
+        match &self.cloudinary_url {
+            Some(url) if set(url) => url.clone(),
+            _ => DEFAULT_STORAGE_URL.to_string(),
+        }
     }
 
     pub fn health_check_interval(&self) -> Duration {
@@ -302,6 +333,35 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn serve(args: &[&str]) -> ServeConfig {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        let mut all = vec!["backup-service"];
+        all.extend_from_slice(args);
+        Only::parse_from(all).config
+    }
+
+    #[test]
+    fn storage_falls_back_to_cloudinary_url_then_the_default() {
+        let both = serve(&[
+            "--storage-url",
+            "/srv/backups",
+            "--cloudinary-url",
+            "cloudinary://k:s@demo",
+        ]);
+        assert_eq!(both.storage_location(), "/srv/backups");
+        let cloudinary = serve(&["--cloudinary-url", "cloudinary://k:s@demo"]);
+        assert_eq!(cloudinary.storage_location(), "cloudinary://k:s@demo");
+        let neither = serve(&[]);
+        if std::env::var_os("STORAGE_URL").is_none() && std::env::var_os("CLOUDINARY_URL").is_none()
+        {
+            assert_eq!(neither.storage_location(), DEFAULT_STORAGE_URL);
+        }
+    }
 
     #[test]
     fn durations() {

@@ -64,6 +64,7 @@ async fn run(
             record.sha256 = written.sha256;
             record.row_counts = written.row_counts;
             record.cloudinary_url = written.stored.url;
+            record.storage_parts = written.stored.parts;
             record.source_engine = written.source.engine;
             record.source_version = written.source.server_version;
             record.format_version = crate::format::FORMAT_VERSION;
@@ -93,6 +94,8 @@ fn fail(record: &mut BackupRecord, error: Error) {
     record.error = error.message;
     record.size = 0;
     record.sha256.clear();
+    record.storage_parts.clear();
+    record.cloudinary_url.clear();
     record.completed_at = Some(chrono::Utc::now());
 }
 

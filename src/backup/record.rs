@@ -91,6 +91,10 @@ pub struct BackupRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// The pieces the storage split the file into (Cloudinary's per-asset
+    /// cap), in order; absent when it is stored whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage_parts: Vec<crate::storage::StoredPart>,
 }
 
 impl BackupRecord {
@@ -119,6 +123,7 @@ impl BackupRecord {
             scheduled_for: None,
             compression: crate::format::codec::Compression::None,
             encryption_key_id: String::new(),
+            storage_parts: Vec::new(),
         }
     }
 

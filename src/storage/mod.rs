@@ -1,6 +1,7 @@
 //! Where backups live. Every backend implements `Storage`; the catalog is
 //! rebuilt from what storage holds (data objects and manifests beside them).
 
+pub mod cloudinary;
 pub mod local;
 pub mod s3;
 
@@ -35,6 +36,19 @@ pub trait ObjectWriter: Send {
 pub struct StoredObject {
     /// A URL of the object where the backend has one (e.g. Cloudinary).
     pub url: String,
+    /// The separate pieces the backend stored the object as, in order, when
+    /// it had to split it (Cloudinary's per-asset size cap); empty otherwise.
+    pub parts: Vec<StoredPart>,
+}
+
+/// One piece of an object stored in several.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredPart {
+    /// The piece's own object name in storage.
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 #[async_trait]
@@ -62,9 +76,25 @@ pub trait Storage: Send + Sync {
     async fn age(&self, name: &str) -> Option<std::time::Duration>;
 }
 
-/// Opens the backend a `STORAGE_URL` names: a plain path, `file:///abs` or
-/// `s3://bucket/prefix`.
+/// Opens the backend a `STORAGE_URL` names: a plain path, `file:///abs`,
+/// `s3://bucket/prefix` or `cloudinary://key:secret@cloud?options`, with the
+/// Cloudinary API base from `CLOUDINARY_API_BASE` (or its default).
 pub async fn open(url: &str) -> Result<Arc<dyn Storage>> {
+    let api_base = std::env::var("CLOUDINARY_API_BASE")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| cloudinary::config::DEFAULT_API_BASE.to_string());
+    open_with(url, &api_base).await
+}
+
+/// `open` with the Cloudinary API base given (`--cloudinary-api-base`).
+pub async fn open_with(url: &str, cloudinary_api_base: &str) -> Result<Arc<dyn Storage>> {
+    if url.starts_with("cloudinary://") {
+        return Ok(Arc::new(cloudinary::CloudinaryStorage::open(
+            url,
+            cloudinary_api_base,
+        )?));
+    }
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
             return Err(Error::invalid(format!(
@@ -78,7 +108,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Storage>> {
     }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(Error::invalid(format!(
-            "STORAGE_URL scheme {scheme:?} is not supported by this build (use a path or file:///abs/path)"
+            "STORAGE_URL scheme {scheme:?} is not supported by this build (use a path, file:///abs/path, s3://bucket/prefix or cloudinary://key:secret@cloud)"
         )));
     }
     Ok(Arc::new(local::LocalStorage::open(url).await?))

@@ -110,6 +110,7 @@ impl ObjectWriter for S3Writer {
         }
         Ok(StoredObject {
             url: self.url.clone(),
+            ..Default::default()
         })
     }
 

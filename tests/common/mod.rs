@@ -2,6 +2,8 @@
 //! fresh PostgreSQL database per test.
 #![allow(dead_code)]
 
+pub mod cloudinary;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
