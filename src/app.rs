@@ -74,7 +74,8 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
     let source = crate::source::open(&config.database_url, config.dump_parallelism).await?;
     let storage = crate::storage::open(&config.storage_url).await?;
     let codec = config.codec_settings()?;
-    let core = Backups::open(source, storage, &config.database_url, codec).await?;
+    let documents = crate::documents::DocumentSettings::from_config(config)?;
+    let core = Backups::open(source, storage, &config.database_url, codec, documents).await?;
     let automation = Arc::new(crate::backup::schedule::Automation::from_config(config)?);
     core.set_automation(automation.clone());
 

@@ -91,6 +91,19 @@ pub struct BackupRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// Documents stored in the file (includeDocuments).
+    #[serde(default)]
+    pub document_count: u64,
+    /// Their bytes, before base64.
+    #[serde(default)]
+    pub document_bytes: u64,
+    /// Documents that could not be fetched (each is a warning).
+    #[serde(default)]
+    pub warning_count: u64,
+    /// The missing documents with the reason, the first
+    /// `documents::MAX_MISSING_IN_RECORD` of them (the file lists all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_documents: Vec<crate::documents::MissingDocument>,
 }
 
 impl BackupRecord {
@@ -119,6 +132,10 @@ impl BackupRecord {
             scheduled_for: None,
             compression: crate::format::codec::Compression::None,
             encryption_key_id: String::new(),
+            document_count: 0,
+            document_bytes: 0,
+            warning_count: 0,
+            missing_documents: Vec::new(),
         }
     }
 

@@ -8,7 +8,11 @@ use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::{FORMAT_NAME, FORMAT_VERSION, Header, TRAILER_PREFIX, Trailer};
+use super::{
+    DOCUMENTS_LINE, DocumentTotals, FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSION_NO_DOCUMENTS,
+    Header, MISSING_LINE, TRAILER_PREFIX, Trailer,
+};
+use crate::documents::MissingDocument;
 use crate::error::{Error, ErrorCode, Result};
 use crate::storage::ByteStream;
 
@@ -28,6 +32,19 @@ pub enum Event<'a> {
     Row(&'a [u8]),
     TableStart(usize),
     TableEnd(usize),
+    /// Only after `emit_documents(true)`; otherwise documents are checked
+    /// and skipped.
+    Document(DocumentEvent<'a>),
+}
+
+pub enum DocumentEvent<'a> {
+    Start { url: &'a str, content_type: &'a str },
+    /// The next decoded bytes of the current document (at most 48 KiB).
+    Chunk(&'a [u8]),
+    /// The document ended and its size and sha256 were checked.
+    End { size: u64, sha256: &'a str },
+    /// An entry of `missingDocuments`.
+    Missing(&'a MissingDocument),
 }
 
 #[derive(PartialEq)]
@@ -35,7 +52,33 @@ enum State {
     Data,
     InTable(usize),
     AfterData,
+    Documents,
+    InDocument,
+    MissingStart,
+    Missing,
+    Trailer,
     Done,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DocumentStart {
+    url: String,
+    content_type: String,
+}
+
+#[derive(serde::Deserialize)]
+struct DocumentEnd {
+    size: u64,
+    sha256: String,
+}
+
+/// The document being read.
+struct CurrentDocument {
+    hasher: Sha256,
+    size: u64,
+    url: String,
+    content_type: String,
 }
 
 pub struct BackupReader {
@@ -51,6 +94,12 @@ pub struct BackupReader {
     counts: Vec<u64>,
     expect_more: bool,
     trailer: Option<Trailer>,
+    emit_documents: bool,
+    document: Option<CurrentDocument>,
+    decoded: Vec<u8>,
+    end_sha: String,
+    missing: MissingDocument,
+    totals: Option<DocumentTotals>,
 }
 
 impl BackupReader {
@@ -86,6 +135,15 @@ impl BackupReader {
             counts: Vec::new(),
             expect_more: false,
             trailer: None,
+            emit_documents: false,
+            document: None,
+            decoded: Vec::new(),
+            end_sha: String::new(),
+            missing: MissingDocument {
+                url: String::new(),
+                reason: String::new(),
+            },
+            totals: None,
         };
         if !reader.next_line(true).await? {
             return Err(corrupt("empty file"));
@@ -100,11 +158,14 @@ impl BackupReader {
         if header.format != FORMAT_NAME {
             return Err(corrupt(format!("unknown format {:?}", header.format)));
         }
-        if header.format_version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_NO_DOCUMENTS..=FORMAT_VERSION).contains(&header.format_version) {
             return Err(corrupt(format!(
-                "format version {} is not supported (this build reads {FORMAT_VERSION})",
+                "format version {} is not supported (this build reads {FORMAT_VERSION_NO_DOCUMENTS} to {FORMAT_VERSION})",
                 header.format_version
             )));
+        }
+        if header.documents.included && header.format_version < 2 {
+            return Err(corrupt("a version 1 file cannot hold documents"));
         }
         reader.counts = vec![0; header.tables.len()];
         reader.header = header;
@@ -112,6 +173,12 @@ impl BackupReader {
             return Err(corrupt("missing data section"));
         }
         Ok(reader)
+    }
+
+    /// Makes `next` return the documents section as events instead of only
+    /// checking it.
+    pub fn emit_documents(&mut self, on: bool) {
+        self.emit_documents = on;
     }
 
     pub fn header(&self) -> &Header {
@@ -128,10 +195,162 @@ impl BackupReader {
         loop {
             match self.state {
                 State::Done => return Ok(None),
-                State::AfterData => {
-                    self.read_trailer().await?;
+                State::AfterData | State::Trailer => {
+                    let body = (hex::encode(self.hasher.clone().finalize()), self.hashed);
+                    if !self.next_line(true).await? {
+                        return Err(corrupt("file is truncated before its trailer"));
+                    }
+                    let documents_next = self.state == State::AfterData
+                        && self.header.documents.included
+                        && self.line == DOCUMENTS_LINE;
+                    if documents_next {
+                        self.totals = Some(DocumentTotals::default());
+                        self.expect_more = false;
+                        self.state = State::Documents;
+                        continue;
+                    }
+                    if self.header.documents.included && self.totals.is_none() {
+                        return Err(corrupt("the documents section is missing"));
+                    }
+                    self.read_trailer(body).await?;
                     self.state = State::Done;
                     return Ok(None);
+                }
+                State::Documents => {
+                    if !self.next_line(true).await? {
+                        return Err(corrupt("file is truncated"));
+                    }
+                    if self.line == b"]," {
+                        if self.expect_more {
+                            return Err(corrupt("document list ends after a comma"));
+                        }
+                        self.state = State::MissingStart;
+                        continue;
+                    }
+                    if self.totals.is_some_and(|t| t.count > 0) && !self.expect_more {
+                        return Err(corrupt("documents are not separated by commas"));
+                    }
+                    let start = self
+                        .line
+                        .strip_suffix(b"\"chunks\":[")
+                        .filter(|_| self.line.starts_with(b"{\"url\":"))
+                        .ok_or_else(|| corrupt("malformed document start"))?;
+                    let mut json = start.to_vec();
+                    json.extend_from_slice(b"\"chunks\":[]}");
+                    let start: DocumentStart = serde_json::from_slice(&json)
+                        .map_err(|e| corrupt(format!("document start: {e}")))?;
+                    self.document = Some(CurrentDocument {
+                        hasher: Sha256::new(),
+                        size: 0,
+                        url: start.url,
+                        content_type: start.content_type,
+                    });
+                    self.expect_more = false;
+                    self.state = State::InDocument;
+                    if self.emit_documents {
+                        let doc = self.document.as_ref().ok_or_else(|| corrupt("no document"))?;
+                        return Ok(Some(Event::Document(DocumentEvent::Start {
+                            url: &doc.url,
+                            content_type: &doc.content_type,
+                        })));
+                    }
+                }
+                State::InDocument => {
+                    if !self.next_line(true).await? {
+                        return Err(corrupt("file is truncated"));
+                    }
+                    if let Some(end) = self.line.strip_prefix(b"],") {
+                        if self.expect_more {
+                            return Err(corrupt("chunk list ends after a comma"));
+                        }
+                        let (end, more) = match end.strip_suffix(b",") {
+                            Some(end) => (end, true),
+                            None => (end, false),
+                        };
+                        let mut json = b"{".to_vec();
+                        json.extend_from_slice(end);
+                        let end: DocumentEnd = serde_json::from_slice(&json)
+                            .map_err(|e| corrupt(format!("document end: {e}")))?;
+                        let doc = self.document.take().ok_or_else(|| corrupt("no document"))?;
+                        let digest = hex::encode(doc.hasher.finalize());
+                        if doc.size != end.size || digest != end.sha256 {
+                            return Err(corrupt(format!(
+                                "document {} does not match its size and sha256 (corrupt or tampered)",
+                                crate::documents::redact_document_url(&doc.url)
+                            )));
+                        }
+                        if let Some(t) = self.totals.as_mut() {
+                            t.count += 1;
+                            t.bytes += end.size;
+                        }
+                        self.expect_more = more;
+                        self.state = State::Documents;
+                        if self.emit_documents {
+                            self.end_sha = end.sha256;
+                            return Ok(Some(Event::Document(DocumentEvent::End {
+                                size: end.size,
+                                sha256: &self.end_sha,
+                            })));
+                        }
+                        continue;
+                    }
+                    let (chunk, more) = match self.line.strip_suffix(b",") {
+                        Some(chunk) => (chunk, true),
+                        None => (&self.line[..], false),
+                    };
+                    let b64 = chunk
+                        .strip_prefix(b"\"")
+                        .and_then(|c| c.strip_suffix(b"\""))
+                        .ok_or_else(|| corrupt("malformed document chunk"))?;
+                    self.decoded.clear();
+                    base64::Engine::decode_vec(
+                        &base64::engine::general_purpose::STANDARD,
+                        b64,
+                        &mut self.decoded,
+                    )
+                    .map_err(|e| corrupt(format!("document chunk: {e}")))?;
+                    let doc = self.document.as_mut().ok_or_else(|| corrupt("no document"))?;
+                    doc.hasher.update(&self.decoded);
+                    doc.size += self.decoded.len() as u64;
+                    self.expect_more = more;
+                    if self.emit_documents {
+                        return Ok(Some(Event::Document(DocumentEvent::Chunk(&self.decoded))));
+                    }
+                }
+                State::MissingStart => {
+                    if !self.next_line(true).await? || self.line != MISSING_LINE {
+                        return Err(corrupt("missing the missingDocuments list"));
+                    }
+                    self.expect_more = false;
+                    self.state = State::Missing;
+                }
+                State::Missing => {
+                    if !self.next_line(true).await? {
+                        return Err(corrupt("file is truncated"));
+                    }
+                    if self.line == b"]," {
+                        if self.expect_more {
+                            return Err(corrupt("missingDocuments ends after a comma"));
+                        }
+                        self.state = State::Trailer;
+                        continue;
+                    }
+                    if self.totals.is_some_and(|t| t.missing > 0) && !self.expect_more {
+                        return Err(corrupt("missing documents are not separated by commas"));
+                    }
+                    let (entry, more) = match self.line.strip_suffix(b",") {
+                        Some(entry) => (entry, true),
+                        None => (&self.line[..], false),
+                    };
+                    self.missing = serde_json::from_slice(entry)
+                        .map_err(|e| corrupt(format!("missing document: {e}")))?;
+                    if let Some(t) = self.totals.as_mut() {
+                        t.missing += 1;
+                    }
+                    self.expect_more = more;
+                    if self.emit_documents {
+                        return Ok(Some(Event::Document(DocumentEvent::Missing(&self.missing))));
+                    }
                 }
                 State::Data => {
                     if !self.next_line(true).await? {
@@ -219,14 +438,11 @@ impl BackupReader {
         Ok((self.header, trailer))
     }
 
-    async fn read_trailer(&mut self) -> Result<()> {
-        let body_hash = hex::encode(self.hasher.clone().finalize());
-        let hashed = self.hashed;
-        // The trailer is hashed too (after the body hash was taken), so the
-        // reader also knows the SHA-256 of the whole file.
-        if !self.next_line(true).await? {
-            return Err(corrupt("file is truncated before its trailer"));
-        }
+    /// Checks the trailer line just read against the hash of everything
+    /// before it, `body`. The trailer is hashed too, so the reader also
+    /// knows the SHA-256 of the whole file.
+    async fn read_trailer(&mut self, body: (String, u64)) -> Result<()> {
+        let (body_hash, hashed) = body;
         let json = self
             .line
             .strip_prefix(TRAILER_PREFIX)
@@ -248,6 +464,16 @@ impl BackupReader {
         }
         if counts != trailer.row_counts {
             return Err(corrupt("row counts differ from the trailer"));
+        }
+        if trailer.documents != self.totals {
+            return Err(corrupt("documents differ from the trailer"));
+        }
+        if let Some(t) = self.totals
+            && t.count + t.missing != self.header.documents.count
+        {
+            return Err(corrupt(
+                "documents stored and missing do not add up to the header's count",
+            ));
         }
         self.trailer = Some(trailer);
         Ok(())
