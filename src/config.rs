@@ -32,6 +32,36 @@ pub enum Command {
     Maintenance(MaintenanceArgs),
     /// Restore a downloaded backup file directly into a database (offline).
     RestoreFile(RestoreFileArgs),
+    /// The uploaded documents inside backups (includeDocuments).
+    Documents(DocumentsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DocumentsArgs {
+    #[command(subcommand)]
+    pub command: DocumentsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DocumentsCommand {
+    /// Write a backup's documents into a directory, each checked against
+    /// its sha256, with an index.json mapping URL to file.
+    Extract(ExtractArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExtractArgs {
+    /// A downloaded backup file, or the id of a backup to download from the server.
+    pub source: String,
+    /// Where the documents go (created if missing).
+    #[arg(long)]
+    pub dir: std::path::PathBuf,
+    /// gRPC address of the server (backup ids only).
+    #[arg(long, env = "BACKUP_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// Admin token (backup ids only).
+    #[arg(long, env = "BACKUP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// How CLI commands reach a running server.
@@ -57,6 +87,10 @@ pub struct RestoreArgs {
     /// Do not take a safety backup of the target first.
     #[arg(long)]
     pub skip_safety_backup: bool,
+    /// Also write the documents into this directory on the server (inside
+    /// its DOCUMENT_RESTORE_ROOT).
+    #[arg(long)]
+    pub documents_dir: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
