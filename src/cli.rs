@@ -175,12 +175,8 @@ pub async fn documents_extract(args: ExtractArgs) -> Result<(), String> {
             .await
             .map_err(|e| e.message)?
     } else {
-        let id = crate::backup::id::BackupId::parse(&args.source).map_err(|_| {
-            format!(
-                "{:?} is neither a file nor a backup id",
-                args.source
-            )
-        })?;
+        let id = crate::backup::id::BackupId::parse(&args.source)
+            .map_err(|_| format!("{:?} is neither a file nor a backup id", args.source))?;
         let token = args
             .token
             .clone()

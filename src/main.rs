@@ -1,9 +1,7 @@
 use std::process::ExitCode;
 
 use backup_service::cli;
-use backup_service::config::{
-    Cli, Command, DocumentsCommand, LogFormat, ServeConfig, TokenArgs,
-};
+use backup_service::config::{Cli, Command, DocumentsCommand, LogFormat, ServeConfig, TokenArgs};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 

@@ -45,7 +45,9 @@ struct Served {
 }
 
 fn bytes_of(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             x ^= x << 13;
@@ -228,15 +230,26 @@ async fn documents_are_embedded_with_their_bytes_and_hashes_or_left_out_on_reque
     let shared = url("contract.pdf");
     insert_urls(
         &db,
-        &[shared.clone(), url("id-card.png"), url("empty.txt"), shared.clone()],
-        &[shared.clone(), url("all-bytes.bin"), format!("http://{addr}/flaky")],
+        &[
+            shared.clone(),
+            url("id-card.png"),
+            url("empty.txt"),
+            shared.clone(),
+        ],
+        &[
+            shared.clone(),
+            url("all-bytes.bin"),
+            format!("http://{addr}/flaky"),
+        ],
     )
     .await;
     let storage = temp_dir();
     let server = start(&documents_config(&db, storage.path())).await;
     let mut client = admin_client(server.grpc_addr).await;
 
-    let with = create(&mut client, true).await.expect("backup with documents");
+    let with = create(&mut client, true)
+        .await
+        .expect("backup with documents");
     assert_eq!(with.document_count, 5, "distinct URLs: {with:?}");
     assert_eq!(with.warning_count, 0, "{:?}", with.missing_documents);
     assert_eq!(with.format_version, 2);
@@ -332,10 +345,19 @@ async fn unfetchable_documents_are_warnings_and_strict_mode_fails_the_backup() {
         .to_string();
     let bad: Vec<(String, &str)> = vec![
         (format!("http://{addr}/docs/nope.pdf"), "404"),
-        ("http://evil.example/a.pdf".into(), "not in DOCUMENT_ALLOWED_HOSTS"),
+        (
+            "http://evil.example/a.pdf".into(),
+            "not in DOCUMENT_ALLOWED_HOSTS",
+        ),
         (format!("http://{addr}/redirect-out"), "redirect"),
-        (format!("http://{addr}/redirect-metadata?token=abc"), "redirect"),
-        (format!("http://127.0.0.2:{}/docs/contract.pdf", addr.port()), "not in DOCUMENT_ALLOWED_HOSTS"),
+        (
+            format!("http://{addr}/redirect-metadata?token=abc"),
+            "redirect",
+        ),
+        (
+            format!("http://127.0.0.2:{}/docs/contract.pdf", addr.port()),
+            "not in DOCUMENT_ALLOWED_HOSTS",
+        ),
         (
             url::Url::from_file_path(outside.path().join("secret.txt"))
                 .unwrap()
@@ -358,7 +380,9 @@ async fn unfetchable_documents_are_warnings_and_strict_mode_fails_the_backup() {
     cfg.document_root = Some(root.path().to_path_buf());
     let server = start(&cfg).await;
     let mut client = admin_client(server.grpc_addr).await;
-    let backup = create(&mut client, true).await.expect("completes despite warnings");
+    let backup = create(&mut client, true)
+        .await
+        .expect("completes despite warnings");
     assert_eq!(backup.document_count, 2);
     assert_eq!(backup.warning_count, bad.len() as u64);
     for (url, why) in &bad {
@@ -371,11 +395,14 @@ async fn unfetchable_documents_are_warnings_and_strict_mode_fails_the_backup() {
         assert!(entry.reason.contains(why), "{url}: {}", entry.reason);
     }
     assert!(
-        backup.missing_documents.iter().all(|m| !m.url.contains("abc")),
+        backup
+            .missing_documents
+            .iter()
+            .all(|m| !m.url.contains("abc")),
         "token masked in the record"
     );
-    let file: Value = serde_json::from_slice(&download(&mut client, &backup.backup_id, 0).await)
-        .expect("JSON");
+    let file: Value =
+        serde_json::from_slice(&download(&mut client, &backup.backup_id, 0).await).expect("JSON");
     let docs = documents_of(&file);
     assert_eq!(docs[&inside].1, b"%PDF local upload");
     assert_eq!(docs[&ok].1, served.files["contract.pdf"].1);
@@ -398,7 +425,11 @@ async fn unfetchable_documents_are_warnings_and_strict_mode_fails_the_backup() {
     let mut client = admin_client(server.grpc_addr).await;
     let e = create(&mut client, true).await.unwrap_err();
     assert!(e.message().contains("DOCUMENTS_STRICT"), "{}", e.message());
-    assert!(e.message().contains("could not be fetched"), "{}", e.message());
+    assert!(
+        e.message().contains("could not be fetched"),
+        "{}",
+        e.message()
+    );
     let listed = client
         .list_backups(ListBackupsRequest::default())
         .await
@@ -413,7 +444,9 @@ async fn unfetchable_documents_are_warnings_and_strict_mode_fails_the_backup() {
         .collect();
     assert!(data_files.is_empty(), "nothing stored: {data_files:?}");
     // Without documents a strict server still backs up.
-    create(&mut client, false).await.expect("no documents, no problem");
+    create(&mut client, false)
+        .await
+        .expect("no documents, no problem");
     server.shutdown().await;
 }
 
@@ -457,7 +490,11 @@ async fn a_listed_name_does_not_unlock_a_loopback_address() {
     let server = start(&cfg).await;
     let mut client = admin_client(server.grpc_addr).await;
     let e = create(&mut client, true).await.unwrap_err();
-    assert!(e.message().contains("column \"nope\" not found"), "{}", e.message());
+    assert!(
+        e.message().contains("column \"nope\" not found"),
+        "{}",
+        e.message()
+    );
     server.shutdown().await;
 }
 
@@ -536,7 +573,13 @@ async fn documents_come_back_out_byte_for_byte_and_tampering_is_refused() {
     std::fs::write(&file, download(&mut client, &backup.backup_id, 0).await).unwrap();
     let out1 = work.path().join("from-file");
     let (ok, stdout, stderr) = run_bin(
-        &["documents", "extract", file.to_str().unwrap(), "--dir", out1.to_str().unwrap()],
+        &[
+            "documents",
+            "extract",
+            file.to_str().unwrap(),
+            "--dir",
+            out1.to_str().unwrap(),
+        ],
         &[("BACKUP_ENCRYPTION_KEY", &key)],
     );
     assert!(ok, "{stderr}");
@@ -546,11 +589,22 @@ async fn documents_come_back_out_byte_for_byte_and_tampering_is_refused() {
     check_extracted(&out1, &expected);
     let index: Value =
         serde_json::from_slice(&std::fs::read(out1.join("index.json")).unwrap()).unwrap();
-    assert!(index["missingDocuments"][0]["reason"].as_str().unwrap().contains("404"));
+    assert!(
+        index["missingDocuments"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("404")
+    );
 
     // Without the key it is refused.
     let (ok, _, stderr) = run_bin(
-        &["documents", "extract", file.to_str().unwrap(), "--dir", work.path().join("nokey").to_str().unwrap()],
+        &[
+            "documents",
+            "extract",
+            file.to_str().unwrap(),
+            "--dir",
+            work.path().join("nokey").to_str().unwrap(),
+        ],
         &[],
     );
     assert!(!ok && stderr.contains("not configured"), "{stderr}");
@@ -643,12 +697,22 @@ async fn documents_come_back_out_byte_for_byte_and_tampering_is_refused() {
     let mut bytes = download(&mut plain_client, &plain.backup_id, 0).await;
     let text = String::from_utf8(bytes.clone()).unwrap();
     let start_of_chunk = text.find("\"chunks\":[\n\"").expect("a chunk line") + 12;
-    bytes[start_of_chunk] = if bytes[start_of_chunk] == b'A' { b'B' } else { b'A' };
+    bytes[start_of_chunk] = if bytes[start_of_chunk] == b'A' {
+        b'B'
+    } else {
+        b'A'
+    };
     let tampered = work.path().join("tampered.json");
     std::fs::write(&tampered, &bytes).unwrap();
     let out3 = work.path().join("tampered-out");
     let (ok, _, stderr) = run_bin(
-        &["documents", "extract", tampered.to_str().unwrap(), "--dir", out3.to_str().unwrap()],
+        &[
+            "documents",
+            "extract",
+            tampered.to_str().unwrap(),
+            "--dir",
+            out3.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(!ok, "tampering must be refused");
@@ -736,7 +800,10 @@ async fn a_50_mb_document_keeps_memory_flat() {
     );
     let stored = walk(storage.path())
         .into_iter()
-        .find(|p| p.to_string_lossy().contains(&backup.backup_id) && !p.to_string_lossy().ends_with(".manifest.json"))
+        .find(|p| {
+            p.to_string_lossy().contains(&backup.backup_id)
+                && !p.to_string_lossy().ends_with(".manifest.json")
+        })
         .expect("stored file");
     // Check the embedded document without loading the file whole.
     let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(stored).unwrap());
@@ -754,7 +821,11 @@ async fn a_50_mb_document_keeps_memory_flat() {
         if inside {
             let b64 = line.strip_suffix(b",").unwrap_or(&line);
             let b64 = &b64[1..b64.len() - 1];
-            hasher.update(base64::engine::general_purpose::STANDARD.decode(b64).unwrap());
+            hasher.update(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap(),
+            );
         }
     }
     assert_eq!(hex::encode(hasher.finalize()), big_sha());

@@ -9,16 +9,16 @@ use tracing::Instrument;
 use super::Backups;
 use super::catalog::{Manifest, manifest_name};
 use super::record::{BackupRecord, BackupStatus, Progress, format_time};
+use crate::documents::fetch::Outcome;
+use crate::documents::{
+    Collecting, FetchQueue, MAX_MISSING_IN_RECORD, MissingDocument, redact_document_url,
+};
 use crate::error::{Error, Result};
 use crate::format::DocumentsInfo;
 use crate::format::codec::{
     CompressingWriter, Compression, EncryptingWriter, HashingWriter, StoredDigest,
 };
 use crate::format::writer::{BackupFileWriter, FileIdentity, WrittenFile};
-use crate::documents::fetch::Outcome;
-use crate::documents::{
-    Collecting, FetchQueue, MAX_MISSING_IN_RECORD, MissingDocument, redact_document_url,
-};
 use crate::source::Source;
 use crate::storage::ObjectWriter;
 

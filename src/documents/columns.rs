@@ -20,7 +20,12 @@ impl std::fmt::Display for ColumnRef {
         if let Some(schema) = &self.schema {
             write!(f, "{}.", quote_ident(schema))?;
         }
-        write!(f, "{}.{}", quote_ident(&self.table), quote_ident(&self.column))
+        write!(
+            f,
+            "{}.{}",
+            quote_ident(&self.table),
+            quote_ident(&self.column)
+        )
     }
 }
 
@@ -156,7 +161,9 @@ pub fn resolve(refs: &[ColumnRef], tables: &[TableSchema]) -> Result<Vec<Resolve
             .filter(|t| {
                 let loose = t.schema.is_empty();
                 same(&t.name, &r.table, loose)
-                    && r.schema.as_deref().is_none_or(|s| same(&t.schema, s, loose))
+                    && r.schema
+                        .as_deref()
+                        .is_none_or(|s| same(&t.schema, s, loose))
             })
             .collect();
         let table = match candidates.as_slice() {
@@ -268,7 +275,11 @@ mod tests {
             "a.b;drop",
         ] {
             let e = parse_list(bad).unwrap_err();
-            assert!(e.message.contains("DOCUMENT_COLUMNS"), "{bad}: {}", e.message);
+            assert!(
+                e.message.contains("DOCUMENT_COLUMNS"),
+                "{bad}: {}",
+                e.message
+            );
         }
     }
 

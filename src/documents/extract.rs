@@ -344,7 +344,10 @@ mod tests {
             "0123456789abcdef-_.._etc_passwd"
         );
         assert_eq!(file_name("https://h/", sha), "0123456789abcdef-document");
-        assert_eq!(file_name("file:///x/.hidden", sha), "0123456789abcdef-hidden");
+        assert_eq!(
+            file_name("file:///x/.hidden", sha),
+            "0123456789abcdef-hidden"
+        );
         assert!(!file_name("https://h/a/%2e%2e", sha).contains('/'));
     }
 
@@ -352,7 +355,11 @@ mod tests {
     fn restore_dirs_stay_under_the_root() {
         let tmp = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(tmp.path()).unwrap();
-        assert!(restore_dir(Some(&root), "restore-1").unwrap().starts_with(&root));
+        assert!(
+            restore_dir(Some(&root), "restore-1")
+                .unwrap()
+                .starts_with(&root)
+        );
         let inside = root.join("abs");
         assert!(restore_dir(Some(&root), inside.to_str().unwrap()).is_ok());
         assert!(restore_dir(Some(&root), "../x").is_err());

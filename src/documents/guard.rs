@@ -99,9 +99,8 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
                 return Some("loopback");
             }
             let net = |s: &str| s.parse::<Ipv6Addr>().map(IpAddr::V6);
-            let check = |prefix: &str, len: u8| {
-                net(prefix).is_ok_and(|n| in_net(IpAddr::V6(v6), n, len))
-            };
+            let check =
+                |prefix: &str, len: u8| net(prefix).is_ok_and(|n| in_net(IpAddr::V6(v6), n, len));
             if check("::ffff:0:0", 96) || check("64:ff9b::", 96) {
                 // IPv4-mapped and NAT64 forms: judge the IPv4 address.
                 return v4_special(embedded(raw));
@@ -142,13 +141,19 @@ impl Policy {
             let raw = raw.trim_start_matches('[').trim_end_matches(']');
             let entry = if let Some((ip, prefix)) = raw.split_once('/') {
                 let ip: IpAddr = ip.parse().map_err(|_| {
-                    Error::invalid(format!("DOCUMENT_ALLOWED_HOSTS: {raw:?} is not a CIDR range"))
+                    Error::invalid(format!(
+                        "DOCUMENT_ALLOWED_HOSTS: {raw:?} is not a CIDR range"
+                    ))
                 })?;
-                let prefix: u8 = prefix.parse().ok().filter(|p| {
-                    *p <= if ip.is_ipv4() { 32 } else { 128 }
-                }).ok_or_else(|| {
-                    Error::invalid(format!("DOCUMENT_ALLOWED_HOSTS: bad prefix length in {raw:?}"))
-                })?;
+                let prefix: u8 = prefix
+                    .parse()
+                    .ok()
+                    .filter(|p| *p <= if ip.is_ipv4() { 32 } else { 128 })
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "DOCUMENT_ALLOWED_HOSTS: bad prefix length in {raw:?}"
+                        ))
+                    })?;
                 Entry::Net(ip, prefix)
             } else if let Ok(ip) = raw.parse::<IpAddr>() {
                 Entry::Net(ip, if ip.is_ipv4() { 32 } else { 128 })
@@ -168,9 +173,10 @@ impl Policy {
             entries.push(entry);
         }
         let root = match root {
-            Some(dir) => Some(std::fs::canonicalize(dir).map_err(|e| {
-                Error::invalid(format!("DOCUMENT_ROOT {}: {e}", dir.display()))
-            })?),
+            Some(dir) => Some(
+                std::fs::canonicalize(dir)
+                    .map_err(|e| Error::invalid(format!("DOCUMENT_ROOT {}: {e}", dir.display())))?,
+            ),
             None => None,
         };
         Ok(Self { entries, root })
@@ -350,7 +356,12 @@ mod tests {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(special_range(ip).is_some(), "{ip} is special");
         }
-        for ip in ["8.8.8.8", "151.101.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for ip in [
+            "8.8.8.8",
+            "151.101.1.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(special_range(ip).is_none(), "{ip} is public");
         }
@@ -371,7 +382,11 @@ mod tests {
         assert!(p.check_ip("::ffff:127.0.0.1".parse().unwrap()).is_ok());
         let names_only = policy(&["localhost"]);
         assert!(names_only.check_ip("127.0.0.1".parse().unwrap()).is_err());
-        assert!(names_only.check_ip("93.184.216.34".parse().unwrap()).is_ok());
+        assert!(
+            names_only
+                .check_ip("93.184.216.34".parse().unwrap())
+                .is_ok()
+        );
         let net = policy(&["10.0.0.0/8"]);
         assert!(net.check_ip("10.9.9.9".parse().unwrap()).is_ok());
         assert!(net.check_ip("192.168.0.1".parse().unwrap()).is_err());

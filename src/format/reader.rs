@@ -38,11 +38,17 @@ pub enum Event<'a> {
 }
 
 pub enum DocumentEvent<'a> {
-    Start { url: &'a str, content_type: &'a str },
+    Start {
+        url: &'a str,
+        content_type: &'a str,
+    },
     /// The next decoded bytes of the current document (at most 48 KiB).
     Chunk(&'a [u8]),
     /// The document ended and its size and sha256 were checked.
-    End { size: u64, sha256: &'a str },
+    End {
+        size: u64,
+        sha256: &'a str,
+    },
     /// An entry of `missingDocuments`.
     Missing(&'a MissingDocument),
 }
@@ -248,7 +254,10 @@ impl BackupReader {
                     self.expect_more = false;
                     self.state = State::InDocument;
                     if self.emit_documents {
-                        let doc = self.document.as_ref().ok_or_else(|| corrupt("no document"))?;
+                        let doc = self
+                            .document
+                            .as_ref()
+                            .ok_or_else(|| corrupt("no document"))?;
                         return Ok(Some(Event::Document(DocumentEvent::Start {
                             url: &doc.url,
                             content_type: &doc.content_type,
@@ -309,7 +318,10 @@ impl BackupReader {
                         &mut self.decoded,
                     )
                     .map_err(|e| corrupt(format!("document chunk: {e}")))?;
-                    let doc = self.document.as_mut().ok_or_else(|| corrupt("no document"))?;
+                    let doc = self
+                        .document
+                        .as_mut()
+                        .ok_or_else(|| corrupt("no document"))?;
                     doc.hasher.update(&self.decoded);
                     doc.size += self.decoded.len() as u64;
                     self.expect_more = more;

@@ -6,8 +6,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto::{
     BackupView, CloudinaryStatsView, CreateBackupBody, DeletedView, HealthView, KeptView, ListView,
-    MaintenanceBody, MaintenanceView, MissingDocumentView, ProgressView, PruneBody, PruneFailureView, PruneView,
-    RestoreBody, RestoreView, RetentionView, ScheduleView, VerifyBody, VerifyView,
+    MaintenanceBody, MaintenanceView, MissingDocumentView, ProgressView, PruneBody,
+    PruneFailureView, PruneView, RestoreBody, RestoreView, RetentionView, ScheduleView, VerifyBody,
+    VerifyView,
 };
 use super::error::{ErrorBody, ErrorDetail};
 
