@@ -471,7 +471,7 @@ async fn a_listed_name_does_not_unlock_a_loopback_address() {
     let db = TestDatabase::create().await;
     db.exec(SCHEMA).await;
     let by_name = format!("http://localhost:{}/docs/contract.pdf", addr.port());
-    insert_urls(&db, &[by_name.clone()], &[]).await;
+    insert_urls(&db, std::slice::from_ref(&by_name), &[]).await;
     let storage = temp_dir();
     let mut cfg = documents_config(&db, storage.path());
     cfg.document_allowed_hosts = vec!["localhost".into()];
@@ -742,7 +742,7 @@ async fn a_50_mb_document_keeps_memory_flat() {
     let db = TestDatabase::create().await;
     db.exec(SCHEMA).await;
     let big_url = format!("http://{addr}/big.pdf");
-    insert_urls(&db, &[big_url.clone()], &[]).await;
+    insert_urls(&db, std::slice::from_ref(&big_url), &[]).await;
     let storage = temp_dir();
     let mut child = Command::new(BIN)
         .env("DATABASE_URL", &db.url)
