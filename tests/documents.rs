@@ -386,7 +386,7 @@ async fn unfetchable_documents_are_warnings_and_strict_mode_fails_the_backup() {
     assert_eq!(backup.document_count, 2);
     assert_eq!(backup.warning_count, bad.len() as u64);
     for (url, why) in &bad {
-        let shown = backup_service::redact::redact_url(url);
+        let shown = backup_service::documents::redact_document_url(url);
         let entry = backup
             .missing_documents
             .iter()
@@ -399,7 +399,7 @@ async fn unfetchable_documents_are_warnings_and_strict_mode_fails_the_backup() {
             .missing_documents
             .iter()
             .all(|m| !m.url.contains("abc")),
-        "token masked in the record"
+        "no query strings in the record"
     );
     let file: Value =
         serde_json::from_slice(&download(&mut client, &backup.backup_id, 0).await).expect("JSON");
@@ -829,4 +829,63 @@ async fn a_50_mb_document_keeps_memory_flat() {
         }
     }
     assert_eq!(hex::encode(hasher.finalize()), big_sha());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sources_back_up_documents_too_and_rest_shows_the_warnings() {
+    use sqlx::Connection;
+    let (addr, served) = document_server().await;
+    let dir = temp_dir();
+    let db = sqlite_url(dir.path());
+    let mut conn = sqlx::SqliteConnection::connect(&format!("{db}?mode=rwc"))
+        .await
+        .expect("open sqlite");
+    let ok = format!("http://{addr}/docs/id-card.png");
+    let gone = format!("http://{addr}/docs/gone.pdf?signature=s3cret");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE LoanDocument (id INTEGER PRIMARY KEY, fileUrl TEXT);
+         CREATE TABLE UnionMemberDocument (id INTEGER PRIMARY KEY, fileUrl TEXT);
+         INSERT INTO LoanDocument (fileUrl) VALUES ('{ok}'), (NULL), ('{gone}');
+         INSERT INTO UnionMemberDocument (fileUrl) VALUES ('{ok}');"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("seed sqlite");
+    conn.close().await.expect("close");
+    let mut cfg = config(&db, &dir.path().join("backups"));
+    // Unquoted: folded to lower case, matched case-insensitively by SQLite.
+    cfg.document_columns = "LoanDocument.fileUrl, UnionMemberDocument.fileUrl".into();
+    cfg.document_allowed_hosts = vec!["127.0.0.1".into()];
+    cfg.document_retries = 0;
+    let server = start(&cfg).await;
+    let mut client = admin_client(server.grpc_addr).await;
+    let backup = create(&mut client, true).await.expect("backup");
+    assert_eq!(backup.document_count, 1);
+    assert_eq!(backup.warning_count, 1);
+    let file: Value =
+        serde_json::from_slice(&download(&mut client, &backup.backup_id, 0).await).expect("JSON");
+    assert_eq!(documents_of(&file)[&ok].1, served.files["id-card.png"].1);
+
+    let record: Value = reqwest::Client::new()
+        .get(format!(
+            "http://{}/api/backup/{}",
+            server.http_addr, backup.backup_id
+        ))
+        .bearer_auth(token("ADMIN"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON record");
+    assert_eq!(record["documentCount"], 1);
+    assert_eq!(record["warningCount"], 1);
+    assert_eq!(record["documentBytes"], 100_001);
+    let missing = &record["missingDocuments"][0];
+    assert!(missing["reason"].as_str().unwrap().contains("404"));
+    assert!(
+        !missing["url"].as_str().unwrap().contains("s3cret"),
+        "{missing}"
+    );
+    server.shutdown().await;
 }

@@ -240,9 +240,10 @@ async fn write_documents(
                 }
                 writer.add_missing(&doc)?;
                 if missing.len() < MAX_MISSING_IN_RECORD {
-                    // Token-like query parameters are masked in the record.
+                    // The record shows no query string (signed URLs keep
+                    // tokens there); the file keeps the exact URL.
                     missing.push(MissingDocument {
-                        url: crate::redact::redact_url(&doc.url),
+                        url: redact_document_url(&doc.url),
                         reason: doc.reason,
                     });
                 }

@@ -82,7 +82,8 @@ pub struct BackupView {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MissingDocumentView {
-    /// Its URL, token-like query parameters masked.
+    /// Its URL without query string or credentials (signed URLs keep tokens
+    /// there); the backup file has the exact URL.
     pub url: String,
     /// HTTP status, refused host, too large, timeout, ...
     pub reason: String,
