@@ -180,9 +180,16 @@ impl Fetcher {
             .policy
             .check_file(url)
             .map_err(|r| Failure::permanent(r.to_string()))?;
-        let mut file = tokio::fs::File::open(&path)
-            .await
+        let file = std::fs::File::open(&path)
             .map_err(|e| Failure::permanent(format!("cannot open the file: {}", e.kind())))?;
+        // The path was checked before it was opened; make sure what was
+        // opened is still inside the root (a directory swapped for a
+        // symlink in between would otherwise lead out).
+        self.settings
+            .policy
+            .check_opened(&file)
+            .map_err(|r| Failure::permanent(r.to_string()))?;
+        let mut file = tokio::fs::File::from_std(file);
         let cap = self.settings.max_bytes;
         let mut sink = TempSink::new(cap).await?;
         let mut buf = vec![0u8; 64 * 1024];

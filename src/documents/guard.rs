@@ -267,6 +267,30 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Whether an opened file really is under `DOCUMENT_ROOT`, by what the
+    /// kernel says the descriptor points at (Linux; elsewhere the path check
+    /// before opening stands alone).
+    pub fn check_opened(&self, file: &std::fs::File) -> std::result::Result<(), Refused> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let root = self
+                .root
+                .as_ref()
+                .ok_or_else(|| Refused("file:// documents need DOCUMENT_ROOT".into()))?;
+            let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+                .map_err(|e| Refused(format!("cannot check the opened file: {}", e.kind())))?;
+            if !opened.starts_with(root) {
+                return Err(Refused("file is outside DOCUMENT_ROOT".into()));
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = file;
+        Ok(())
+    }
+}
+
 /// IPv4-mapped IPv6 addresses compare as their IPv4 address.
 fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
@@ -404,7 +428,10 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
         let p = Policy::new(&[], Some(&root)).unwrap();
         let file = |path: &Path| Url::from_file_path(path).unwrap();
-        assert!(p.check_file(&file(&root.join("sub/a.pdf"))).is_ok());
+        let real = p.check_file(&file(&root.join("sub/a.pdf"))).unwrap();
+        assert!(p.check_opened(&std::fs::File::open(real).unwrap()).is_ok());
+        let secret = std::fs::File::open(dir.path().join("secret")).unwrap();
+        assert!(p.check_opened(&secret).is_err());
         let escape = Url::parse(&format!("file://{}/sub/../../secret", root.display())).unwrap();
         assert!(p.check_file(&escape).is_err());
         assert!(p.check_file(&file(&root.join("link"))).is_err());

@@ -83,6 +83,7 @@ struct DocumentEnd {
 struct CurrentDocument {
     hasher: Sha256,
     size: u64,
+    chunks: u64,
     url: String,
     content_type: String,
 }
@@ -248,6 +249,7 @@ impl BackupReader {
                     self.document = Some(CurrentDocument {
                         hasher: Sha256::new(),
                         size: 0,
+                        chunks: 0,
                         url: start.url,
                         content_type: start.content_type,
                     });
@@ -322,8 +324,12 @@ impl BackupReader {
                         .document
                         .as_mut()
                         .ok_or_else(|| corrupt("no document"))?;
+                    if doc.chunks > 0 && !self.expect_more {
+                        return Err(corrupt("document chunks are not separated by commas"));
+                    }
                     doc.hasher.update(&self.decoded);
                     doc.size += self.decoded.len() as u64;
+                    doc.chunks += 1;
                     self.expect_more = more;
                     if self.emit_documents {
                         return Ok(Some(Event::Document(DocumentEvent::Chunk(&self.decoded))));
@@ -534,5 +540,165 @@ impl BackupReader {
                 None => self.eof = true,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::documents::MissingDocument;
+    use crate::format::DocumentsInfo;
+    use crate::format::writer::{BackupFileWriter, FileIdentity};
+    use crate::source::{ColumnSchema, DumpSink, SourceInfo, TableSchema, ValueEncoding};
+    use crate::storage::{ObjectWriter, StoredObject};
+
+    struct Memory(Arc<Mutex<Vec<u8>>>);
+
+    #[async_trait]
+    impl ObjectWriter for Memory {
+        async fn write(&mut self, chunk: Bytes) -> Result<()> {
+            self.0.lock().unwrap().extend_from_slice(&chunk);
+            Ok(())
+        }
+        async fn finish(self: Box<Self>) -> Result<StoredObject> {
+            Ok(StoredObject::default())
+        }
+        async fn abort(self: Box<Self>) {}
+    }
+
+    async fn file_with_documents(declared: u64, document: &[u8]) -> Vec<u8> {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let identity = FileIdentity {
+            backup_id: "backup_2026-03-11T12-00-00-000Z".into(),
+            created_at: "2026-03-11T12:00:00Z".into(),
+            description: String::new(),
+            include_documents: true,
+            documents: DocumentsInfo {
+                included: false,
+                count: 0,
+                note: String::new(),
+            },
+        };
+        let mut w = BackupFileWriter::new(
+            Box::new(Memory(out.clone())),
+            identity,
+            Arc::new(Mutex::new(Default::default())),
+        );
+        w.set_documents(DocumentsInfo {
+            included: true,
+            count: declared,
+            note: "test".into(),
+        });
+        let table = TableSchema {
+            schema: "public".into(),
+            name: "Doc".into(),
+            columns: vec![ColumnSchema {
+                name: "url".into(),
+                sql_type: "text".into(),
+                encoding: ValueEncoding::Text,
+                nullable: true,
+            }],
+            primary_key: vec![],
+            foreign_keys: vec![],
+        };
+        let source = SourceInfo {
+            engine: "postgresql".into(),
+            server_version: "17".into(),
+        };
+        w.begin(&source, &[table]).await.unwrap();
+        w.begin_table(0).await.unwrap();
+        w.rows(Bytes::from_static(b",\n[\"https://h/a.pdf\"]"), 1)
+            .await
+            .unwrap();
+        w.end_table().await.unwrap();
+        w.begin_documents().await.unwrap();
+        let mut temp = tempfile::tempfile().unwrap();
+        temp.write_all(document).unwrap();
+        std::io::Seek::rewind(&mut temp).unwrap();
+        let sha = hex::encode(Sha256::digest(document));
+        w.write_document(
+            "https://h/a.pdf",
+            "application/pdf",
+            tokio::fs::File::from_std(temp),
+            document.len() as u64,
+            &sha,
+        )
+        .await
+        .unwrap();
+        w.add_missing(&MissingDocument {
+            url: "https://h/b.pdf".into(),
+            reason: "HTTP 404 Not Found".into(),
+        })
+        .unwrap();
+        let written = w.finish().await.unwrap();
+        assert_eq!(written.format_version, 2);
+        out.lock().unwrap().clone()
+    }
+
+    fn stream(bytes: Vec<u8>) -> ByteStream {
+        // Small pieces, so lines span several reads.
+        let pieces: Vec<Result<Bytes>> = bytes
+            .chunks(7_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(futures::stream::iter(pieces))
+    }
+
+    async fn read_documents(bytes: Vec<u8>) -> Result<(Vec<u8>, Vec<String>)> {
+        let mut reader = BackupReader::open(stream(bytes)).await?;
+        reader.emit_documents(true);
+        let mut doc = Vec::new();
+        let mut missing = Vec::new();
+        while let Some(event) = reader.next().await? {
+            match event {
+                Event::Document(DocumentEvent::Chunk(c)) => doc.extend_from_slice(c),
+                Event::Document(DocumentEvent::Missing(m)) => missing.push(m.reason.clone()),
+                _ => {}
+            }
+        }
+        Ok((doc, missing))
+    }
+
+    #[tokio::test]
+    async fn documents_round_trip_and_are_checked() {
+        let document: Vec<u8> = (0..150_001u32).map(|i| (i * 7 % 251) as u8).collect();
+        let bytes = file_with_documents(2, &document).await;
+        let (doc, missing) = read_documents(bytes.clone()).await.unwrap();
+        assert!(doc == document);
+        assert_eq!(missing, vec!["HTTP 404 Not Found".to_string()]);
+        // Checked and skipped when not emitted; the whole file is JSON.
+        let (_, trailer) = BackupReader::open(stream(bytes.clone()))
+            .await
+            .unwrap()
+            .verify_to_end()
+            .await
+            .unwrap();
+        let totals = trailer.documents.unwrap();
+        assert_eq!(
+            (totals.count, totals.bytes, totals.missing),
+            (1, 150_001, 1)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["documents"][0]["chunks"].as_array().unwrap().len(), 4);
+
+        // One changed base64 character.
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let at = text.find("\"chunks\":[\n\"").unwrap() + 20;
+        let mut bad = bytes.clone();
+        bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+        let e = read_documents(bad).await.unwrap_err();
+        assert!(e.message.contains("does not match"), "{}", e.message);
+
+        // Stored plus missing must add up to what the header declares.
+        let e = read_documents(file_with_documents(3, &document).await)
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("add up"), "{}", e.message);
     }
 }
