@@ -55,6 +55,14 @@ pub async fn create(args: CreateArgs) -> Result<(), String> {
         "sha256": backup.sha256,
         "status": backup.status().as_str_name(),
         "rowCounts": backup.row_counts,
+        "documentCount": backup.document_count,
+        "documentBytes": backup.document_bytes,
+        "warningCount": backup.warning_count,
+        "missingDocuments": backup
+            .missing_documents
+            .iter()
+            .map(|m| serde_json::json!({"url": m.url, "reason": m.reason}))
+            .collect::<Vec<_>>(),
     });
     println!("{json}");
     Ok(())
