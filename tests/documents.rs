@@ -496,6 +496,18 @@ async fn a_listed_name_does_not_unlock_a_loopback_address() {
         e.message()
     );
     server.shutdown().await;
+
+    // Bad syntax stops the start with a clear message.
+    let mut cfg = documents_config(&db, storage.path());
+    cfg.document_columns = r#""LoanDocument"."fileUrl","Unclosed"#.into();
+    match backup_service::app::start(&cfg).await {
+        Ok(_) => panic!("a bad DOCUMENT_COLUMNS must stop the start"),
+        Err(e) => assert!(
+            e.message.contains("DOCUMENT_COLUMNS") && e.message.contains("unterminated"),
+            "{}",
+            e.message
+        ),
+    }
 }
 
 /// Runs the binary to completion; returns (success, stdout, stderr).
