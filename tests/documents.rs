@@ -139,6 +139,13 @@ async fn document_server() -> (SocketAddr, Served) {
         .route("/flaky", get(flaky))
         .route("/big.pdf", get(big))
         .route(
+            "/slow.pdf",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                "too late"
+            }),
+        )
+        .route(
             "/redirect-out",
             get(|| async { axum::response::Redirect::temporary("http://evil.example/x.pdf") }),
         )
@@ -854,11 +861,13 @@ async fn sqlite_sources_back_up_documents_too_and_rest_shows_the_warnings() {
         .expect("open sqlite");
     let ok = format!("http://{addr}/docs/id-card.png");
     let gone = format!("http://{addr}/docs/gone.pdf?signature=s3cret");
+    let large = format!("http://{addr}/docs/contract.pdf");
+    let slow = format!("http://{addr}/slow.pdf");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE LoanDocument (id INTEGER PRIMARY KEY, fileUrl TEXT);
          CREATE TABLE UnionMemberDocument (id INTEGER PRIMARY KEY, fileUrl TEXT);
-         INSERT INTO LoanDocument (fileUrl) VALUES ('{ok}'), (NULL), ('{gone}');
-         INSERT INTO UnionMemberDocument (fileUrl) VALUES ('{ok}');"
+         INSERT INTO LoanDocument (fileUrl) VALUES ('{ok}'), (NULL), ('{gone}'), ('{large}');
+         INSERT INTO UnionMemberDocument (fileUrl) VALUES ('{ok}'), ('{slow}');"
     )))
     .execute(&mut conn)
     .await
@@ -869,11 +878,23 @@ async fn sqlite_sources_back_up_documents_too_and_rest_shows_the_warnings() {
     cfg.document_columns = "LoanDocument.fileUrl, UnionMemberDocument.fileUrl".into();
     cfg.document_allowed_hosts = vec!["127.0.0.1".into()];
     cfg.document_retries = 0;
+    cfg.document_max_bytes = 150_000;
+    cfg.document_timeout = Duration::from_secs(3);
     let server = start(&cfg).await;
     let mut client = admin_client(server.grpc_addr).await;
     let backup = create(&mut client, true).await.expect("backup");
     assert_eq!(backup.document_count, 1);
-    assert_eq!(backup.warning_count, 1);
+    assert_eq!(backup.warning_count, 3, "{:?}", backup.missing_documents);
+    let reason = |url: &str| {
+        backup
+            .missing_documents
+            .iter()
+            .find(|m| m.url == backup_service::documents::redact_document_url(url))
+            .map(|m| m.reason.clone())
+            .unwrap_or_default()
+    };
+    assert!(reason(&large).contains("too large"), "{}", reason(&large));
+    assert!(reason(&slow).contains("timed out"), "{}", reason(&slow));
     let file: Value =
         serde_json::from_slice(&download(&mut client, &backup.backup_id, 0).await).expect("JSON");
     assert_eq!(documents_of(&file)[&ok].1, served.files["id-card.png"].1);
@@ -891,9 +912,14 @@ async fn sqlite_sources_back_up_documents_too_and_rest_shows_the_warnings() {
         .await
         .expect("JSON record");
     assert_eq!(record["documentCount"], 1);
-    assert_eq!(record["warningCount"], 1);
+    assert_eq!(record["warningCount"], 3);
     assert_eq!(record["documentBytes"], 100_001);
-    let missing = &record["missingDocuments"][0];
+    let missing = record["missingDocuments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["url"].as_str().unwrap().contains("gone.pdf"))
+        .unwrap();
     assert!(missing["reason"].as_str().unwrap().contains("404"));
     assert!(
         !missing["url"].as_str().unwrap().contains("s3cret"),
