@@ -71,11 +71,13 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
         "starting backup-service"
     );
     crate::telemetry::prometheus();
+    // Document settings are checked first: a bad DOCUMENT_COLUMNS stops the start.
+    let documents = crate::documents::DocumentSettings::from_config(config)?;
     let source = crate::source::open(&config.database_url, config.dump_parallelism).await?;
     let storage =
         crate::storage::open_with(&config.storage_location(), &config.cloudinary_api_base).await?;
     let codec = config.codec_settings()?;
-    let core = Backups::open(source, storage, &config.database_url, codec).await?;
+    let core = Backups::open(source, storage, &config.database_url, codec, documents).await?;
     let automation = Arc::new(crate::backup::schedule::Automation::from_config(config)?);
     core.set_automation(automation.clone());
 

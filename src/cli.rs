@@ -6,7 +6,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::config::{
-    CreateArgs, MaintenanceArgs, RestoreArgs, RestoreFileArgs, ServerArgs, Switch, VerifyArgs,
+    CreateArgs, ExtractArgs, MaintenanceArgs, RestoreArgs, RestoreFileArgs, ServerArgs, Switch,
+    VerifyArgs,
 };
 use crate::proto;
 use crate::proto::backup_service_client::BackupServiceClient;
@@ -54,6 +55,14 @@ pub async fn create(args: CreateArgs) -> Result<(), String> {
         "sha256": backup.sha256,
         "status": backup.status().as_str_name(),
         "rowCounts": backup.row_counts,
+        "documentCount": backup.document_count,
+        "documentBytes": backup.document_bytes,
+        "warningCount": backup.warning_count,
+        "missingDocuments": backup
+            .missing_documents
+            .iter()
+            .map(|m| serde_json::json!({"url": m.url, "reason": m.reason}))
+            .collect::<Vec<_>>(),
     });
     println!("{json}");
     Ok(())
@@ -67,6 +76,7 @@ pub async fn restore(args: RestoreArgs) -> Result<(), String> {
             target_url: args.target_url.unwrap_or_default(),
             dry_run: args.dry_run,
             skip_safety_backup: args.skip_safety_backup,
+            documents_dir: args.documents_dir.unwrap_or_default(),
         })
         .await
         .map_err(status_text)?
@@ -90,6 +100,8 @@ pub async fn restore(args: RestoreArgs) -> Result<(), String> {
         "phase": last.phase().as_str_name(),
         "safetyBackupId": last.safety_backup_id,
         "rowCounts": last.row_counts,
+        "documentsWritten": last.documents_written,
+        "documentsDir": last.documents_dir,
     });
     println!("{json}");
     Ok(())
@@ -159,4 +171,81 @@ pub async fn restore_file(args: RestoreFileArgs) -> Result<(), String> {
         serde_json::to_string(&outcome).map_err(|e| e.to_string())?
     );
     Ok(())
+}
+
+/// `documents extract`: from a downloaded file, or a backup id downloaded
+/// through the server first (into a temp file, its sha256 checked against
+/// the server's), then checked whole before anything is written.
+pub async fn documents_extract(args: ExtractArgs) -> Result<(), String> {
+    let path = std::path::Path::new(&args.source);
+    let report = if path.exists() {
+        crate::backup::restore::extract_file(path, &args.dir)
+            .await
+            .map_err(|e| e.message)?
+    } else {
+        let id = crate::backup::id::BackupId::parse(&args.source)
+            .map_err(|_| format!("{:?} is neither a file nor a backup id", args.source))?;
+        let token = args
+            .token
+            .clone()
+            .ok_or("--token (or BACKUP_TOKEN) is needed to download a backup from the server")?;
+        let mut client = connect(&ServerArgs {
+            server: args.server.clone(),
+            token,
+        })
+        .await?
+        .max_decoding_message_size(64 * 1024 * 1024);
+        let downloaded = download_to_temp(&mut client, id.as_str()).await?;
+        crate::backup::restore::extract_file(downloaded.path(), &args.dir)
+            .await
+            .map_err(|e| e.message)?
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&report).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+async fn download_to_temp(
+    client: &mut Client,
+    id: &str,
+) -> Result<tempfile::NamedTempFile, String> {
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    let temp = tempfile::NamedTempFile::new().map_err(|e| format!("creating a temp file: {e}"))?;
+    let file = temp
+        .reopen()
+        .map_err(|e| format!("opening a temp file: {e}"))?;
+    let mut out = tokio::io::BufWriter::new(tokio::fs::File::from_std(file));
+    let mut stream = client
+        .download_backup(proto::DownloadBackupRequest {
+            backup_id: id.to_string(),
+            offset: 0,
+        })
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    let mut hasher = sha2::Sha256::new();
+    let mut expected = None;
+    while let Some(message) = stream.message().await.map_err(status_text)? {
+        if expected.is_none() {
+            expected = Some(message.sha256.clone());
+        }
+        hasher.update(&message.chunk);
+        out.write_all(&message.chunk)
+            .await
+            .map_err(|e| format!("writing the download: {e}"))?;
+    }
+    out.flush()
+        .await
+        .map_err(|e| format!("writing the download: {e}"))?;
+    let got = hex::encode(hasher.finalize());
+    match expected {
+        Some(sha) if sha == got => Ok(temp),
+        Some(sha) => Err(format!(
+            "the download has sha256 {got}, the server announced {sha}"
+        )),
+        None => Err("the server sent nothing".into()),
+    }
 }

@@ -32,6 +32,36 @@ pub enum Command {
     Maintenance(MaintenanceArgs),
     /// Restore a downloaded backup file directly into a database (offline).
     RestoreFile(RestoreFileArgs),
+    /// The uploaded documents inside backups (includeDocuments).
+    Documents(DocumentsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DocumentsArgs {
+    #[command(subcommand)]
+    pub command: DocumentsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DocumentsCommand {
+    /// Write a backup's documents into a directory, each checked against
+    /// its sha256, with an index.json mapping URL to file.
+    Extract(ExtractArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExtractArgs {
+    /// A downloaded backup file, or the id of a backup to download from the server.
+    pub source: String,
+    /// Where the documents go (created if missing).
+    #[arg(long)]
+    pub dir: std::path::PathBuf,
+    /// gRPC address of the server (backup ids only).
+    #[arg(long, env = "BACKUP_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// Admin token (backup ids only).
+    #[arg(long, env = "BACKUP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// How CLI commands reach a running server.
@@ -57,6 +87,10 @@ pub struct RestoreArgs {
     /// Do not take a safety backup of the target first.
     #[arg(long)]
     pub skip_safety_backup: bool,
+    /// Also write the documents into this directory on the server (inside
+    /// its DOCUMENT_RESTORE_ROOT).
+    #[arg(long)]
+    pub documents_dir: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -220,6 +254,49 @@ pub struct ServeConfig {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub backup_run_missed: bool,
+    /// Columns holding document URLs, backed up with includeDocuments:
+    /// `"LoanDocument"."fileUrl","public"."UnionMemberDocument"."fileUrl"`.
+    /// Empty: no documents are backed up.
+    #[arg(long, env = "DOCUMENT_COLUMNS", default_value = "")]
+    pub document_columns: String,
+    /// Directory `file://` document URLs may point into; unset: file:// is refused.
+    #[arg(long, env = "DOCUMENT_ROOT")]
+    pub document_root: Option<std::path::PathBuf>,
+    /// Hosts documents may be fetched from (names, IP addresses or CIDR
+    /// ranges, comma-separated). Private and loopback addresses are refused
+    /// unless the address itself is listed.
+    #[arg(
+        long,
+        env = "DOCUMENT_ALLOWED_HOSTS",
+        default_value = "res.cloudinary.com",
+        value_delimiter = ','
+    )]
+    pub document_allowed_hosts: Vec<String>,
+    /// Fail the backup when any document cannot be fetched.
+    #[arg(
+        long,
+        env = "DOCUMENTS_STRICT",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub documents_strict: bool,
+    /// Documents fetched at once.
+    #[arg(long, env = "DOCUMENT_CONCURRENCY", default_value_t = 4)]
+    pub document_concurrency: usize,
+    /// Time one attempt at one document may take, body included (e.g. 60s, 5m).
+    #[arg(long, env = "DOCUMENT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub document_timeout: Duration,
+    /// Largest document, in bytes; larger ones are reported missing.
+    #[arg(long, env = "DOCUMENT_MAX_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub document_max_bytes: u64,
+    /// Further attempts after a 5xx answer, a connection error or a timeout.
+    #[arg(long, env = "DOCUMENT_RETRIES", default_value_t = 2)]
+    pub document_retries: u32,
+    /// Directory under which a restore may write documents (`documents_dir`);
+    /// unset: restores do not write documents.
+    #[arg(long, env = "DOCUMENT_RESTORE_ROOT")]
+    pub document_restore_root: Option<std::path::PathBuf>,
 }
 
 /// Where backups go when neither STORAGE_URL nor CLOUDINARY_URL is set.

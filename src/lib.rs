@@ -9,6 +9,7 @@ pub mod app;
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod documents;
 pub mod error;
 pub mod format;
 pub mod redact;

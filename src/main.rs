@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use backup_service::cli;
-use backup_service::config::{Cli, Command, LogFormat, ServeConfig, TokenArgs};
+use backup_service::config::{Cli, Command, DocumentsCommand, LogFormat, ServeConfig, TokenArgs};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -29,6 +29,9 @@ async fn main() -> ExitCode {
         Some(Command::Verify(args)) => cli::verify(args).await,
         Some(Command::Maintenance(args)) => cli::maintenance(args).await,
         Some(Command::RestoreFile(args)) => cli::restore_file(args).await,
+        Some(Command::Documents(args)) => match args.command {
+            DocumentsCommand::Extract(args) => cli::documents_extract(args).await,
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

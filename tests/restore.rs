@@ -716,6 +716,7 @@ async fn schema_mismatch_is_reported_and_nothing_written() {
                 target_url: mismatched.url.clone(),
                 dry_run,
                 skip_safety_backup: false,
+                documents_dir: String::new(),
             },
         )
         .await;
@@ -769,6 +770,7 @@ async fn schema_mismatch_is_reported_and_nothing_written() {
             target_url: matching.url.clone(),
             dry_run: true,
             skip_safety_backup: false,
+            documents_dir: String::new(),
         },
     )
     .await;

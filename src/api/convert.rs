@@ -56,6 +56,17 @@ pub fn backup(r: BackupRecord) -> proto::Backup {
         content_type,
         compression: r.compression.as_str().to_string(),
         encryption_key_id: r.encryption_key_id,
+        document_count: r.document_count,
+        document_bytes: r.document_bytes,
+        warning_count: r.warning_count,
+        missing_documents: r
+            .missing_documents
+            .into_iter()
+            .map(|m| proto::MissingDocument {
+                url: m.url,
+                reason: m.reason,
+            })
+            .collect(),
     }
 }
 
@@ -87,6 +98,8 @@ pub fn restore_progress(u: RestoreUpdate) -> proto::RestoreProgress {
         safety_backup_id: u.safety_backup_id,
         message: u.message,
         row_counts: Default::default(),
+        documents_written: 0,
+        documents_dir: String::new(),
     }
 }
 

@@ -283,6 +283,7 @@ impl BackupService for GrpcApi {
             target_url: Some(req.target_url).filter(|u| !u.is_empty()),
             dry_run: req.dry_run,
             skip_safety_backup: req.skip_safety_backup,
+            documents_dir: Some(req.documents_dir).filter(|d| !d.is_empty()),
         };
         let (updates, mut progress) = tokio::sync::mpsc::channel(64);
         let core = self.core.clone();
@@ -415,5 +416,7 @@ fn final_message(outcome: RestoreOutcome) -> proto::RestoreProgress {
         message: "restore finished".into(),
     });
     last.row_counts = outcome.row_counts.into_iter().collect();
+    last.documents_written = outcome.documents_written;
+    last.documents_dir = outcome.documents_dir.unwrap_or_default();
     last
 }

@@ -9,6 +9,10 @@ use tracing::Instrument;
 use super::Backups;
 use super::catalog::{Manifest, manifest_name};
 use super::record::{BackupRecord, BackupStatus, Progress, format_time};
+use crate::documents::fetch::Outcome;
+use crate::documents::{
+    Collecting, FetchQueue, MAX_MISSING_IN_RECORD, MissingDocument, redact_document_url,
+};
 use crate::error::{Error, Result};
 use crate::format::DocumentsInfo;
 use crate::format::codec::{
@@ -67,7 +71,20 @@ async fn run(
             record.storage_parts = written.stored.parts;
             record.source_engine = written.source.engine;
             record.source_version = written.source.server_version;
-            record.format_version = crate::format::FORMAT_VERSION;
+            record.format_version = written.format_version;
+            if let Some(documents) = written.documents {
+                record.document_count = documents.count;
+                record.document_bytes = documents.bytes;
+                record.warning_count = documents.missing;
+                record.missing_documents = written.missing;
+                if documents.missing > 0 {
+                    tracing::warn!(
+                        missing = documents.missing,
+                        stored = documents.count,
+                        "backup completed without some documents (see missingDocuments)"
+                    );
+                }
+            }
             record.completed_at = Some(chrono::Utc::now());
             record.progress = progress.lock().map(|p| p.clone()).unwrap_or_default();
             if let Err(e) = save_manifest(core, &record).await {
@@ -128,7 +145,7 @@ async fn write_file(
             included: false,
             count: 0,
             note: if record.include_documents {
-                "no document columns are configured".into()
+                "no document columns are configured (DOCUMENT_COLUMNS)".into()
             } else {
                 "documents were not requested (includeDocuments=false)".into()
             },
@@ -161,13 +178,34 @@ async fn write_file(
     }
     let chain = CompressingWriter::wrap(chain, record.compression)?;
     let mut writer = BackupFileWriter::new(chain, identity, progress);
-    let mut written = match source.dump(&mut writer).await {
-        Ok(()) => writer.finish().await?,
+    let fetcher = core.fetcher.clone().filter(|_| record.include_documents);
+    let dumped = match &fetcher {
+        None => source.dump(&mut writer).await.map(|()| None),
+        Some(fetcher) => match Collecting::new(&mut writer, &core.documents, fetcher.clone()) {
+            Ok(mut collecting) => match source.dump(&mut collecting).await {
+                Ok(()) => collecting.into_queue().map(Some),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+    };
+    let queue = match dumped {
+        Ok(queue) => queue,
         Err(e) => {
             writer.abort().await;
             return Err(e.context("reading database"));
         }
     };
+    let mut missing = Vec::new();
+    if let Some(queue) = queue
+        && let Err(e) =
+            write_documents(&mut writer, queue, core.documents.strict, &mut missing).await
+    {
+        writer.abort().await;
+        return Err(e);
+    }
+    let mut written = writer.finish().await?;
+    written.missing = missing;
     if let Some(stored) = stored {
         let (sha256, size) = stored
             .lock()
@@ -177,4 +215,43 @@ async fn write_file(
         written.size = size;
     }
     Ok(written)
+}
+
+/// Copies the fetched documents into the file in URL order and lists the
+/// missing ones; in strict mode the first missing one fails the backup.
+async fn write_documents(
+    writer: &mut BackupFileWriter,
+    mut queue: FetchQueue,
+    strict: bool,
+    missing: &mut Vec<MissingDocument>,
+) -> Result<()> {
+    writer.begin_documents().await?;
+    while let Some(outcome) = queue.next().await {
+        match outcome? {
+            Outcome::Fetched(doc) => {
+                writer
+                    .write_document(&doc.url, &doc.content_type, doc.file, doc.size, &doc.sha256)
+                    .await?;
+            }
+            Outcome::Missing(doc) => {
+                if strict {
+                    return Err(Error::precondition(format!(
+                        "document {} could not be fetched ({}) and DOCUMENTS_STRICT is on: the backup failed and nothing was stored",
+                        redact_document_url(&doc.url),
+                        doc.reason
+                    )));
+                }
+                writer.add_missing(&doc)?;
+                if missing.len() < MAX_MISSING_IN_RECORD {
+                    // The record shows no query string (signed URLs keep
+                    // tokens there); the file keeps the exact URL.
+                    missing.push(MissingDocument {
+                        url: redact_document_url(&doc.url),
+                        reason: doc.reason,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -90,6 +90,11 @@ pub struct Backups {
     /// Backups that may run at once; more wait their turn (RUNNING, 0 rows).
     pub(crate) backup_slots: tokio::sync::Semaphore,
     ids: IdGenerator,
+    /// includeDocuments: columns, fetch limits, the SSRF guard.
+    pub(crate) documents: Arc<crate::documents::DocumentSettings>,
+    /// The document fetcher (one HTTP client for every backup); None when
+    /// no document columns are configured.
+    pub(crate) fetcher: Option<Arc<crate::documents::fetch::Fetcher>>,
     /// Schedule and retention settings, set once at start (see `schedule`).
     pub(crate) automation: std::sync::OnceLock<Arc<schedule::Automation>>,
 }
@@ -101,7 +106,16 @@ impl Backups {
         storage: Arc<dyn Storage>,
         database_url: &str,
         codec: crate::format::codec::CodecSettings,
+        documents: crate::documents::DocumentSettings,
     ) -> Result<Arc<Self>> {
+        let documents = Arc::new(documents);
+        let fetcher = if documents.columns.is_empty() {
+            None
+        } else {
+            Some(Arc::new(crate::documents::fetch::Fetcher::new(
+                documents.clone(),
+            )?))
+        };
         let catalog = Catalog::load(storage.as_ref()).await?;
         let maintenance = maintenance::Maintenance::load(storage.as_ref()).await?;
         Ok(Arc::new(Self {
@@ -111,6 +125,8 @@ impl Backups {
             maintenance,
             database_url: database_url.to_string(),
             codec,
+            documents,
+            fetcher,
             restore_lock: tokio::sync::Mutex::new(()),
             backup_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_BACKUPS),
             ids: IdGenerator::default(),

@@ -95,6 +95,19 @@ pub struct BackupRecord {
     /// cap), in order; absent when it is stored whole.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub storage_parts: Vec<crate::storage::StoredPart>,
+    /// Documents stored in the file (includeDocuments).
+    #[serde(default)]
+    pub document_count: u64,
+    /// Their bytes, before base64.
+    #[serde(default)]
+    pub document_bytes: u64,
+    /// Documents that could not be fetched (each is a warning).
+    #[serde(default)]
+    pub warning_count: u64,
+    /// The missing documents with the reason, the first
+    /// `documents::MAX_MISSING_IN_RECORD` of them (the file lists all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_documents: Vec<crate::documents::MissingDocument>,
 }
 
 impl BackupRecord {
@@ -124,6 +137,10 @@ impl BackupRecord {
             compression: crate::format::codec::Compression::None,
             encryption_key_id: String::new(),
             storage_parts: Vec::new(),
+            document_count: 0,
+            document_bytes: 0,
+            warning_count: 0,
+            missing_documents: Vec::new(),
         }
     }
 

@@ -27,6 +27,8 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Do not take a safety backup of the target first.
     pub skip_safety_backup: bool,
+    /// Also write the documents here; must be inside DOCUMENT_RESTORE_ROOT.
+    pub documents_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,6 +79,10 @@ pub struct RestoreOutcome {
     pub dry_run: bool,
     pub safety_backup_id: Option<String>,
     pub row_counts: BTreeMap<String, u64>,
+    /// Documents written into `documents_dir`.
+    pub documents_written: u64,
+    /// The resolved documents directory, when one was asked for.
+    pub documents_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -260,6 +266,14 @@ impl Backups {
             .clone()
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| self.database_url.clone());
+        // Refused before anything is read or written.
+        let documents_dir = match options.documents_dir.as_deref().filter(|d| !d.is_empty()) {
+            Some(dir) => Some(crate::documents::extract::restore_dir(
+                self.documents.restore_root.as_deref(),
+                dir,
+            )?),
+            None => None,
+        };
         tracing::warn!(backup_id = %record.backup_id, target = %redact_url(&target_url), by = %by.label(), dry_run = options.dry_run, "restore requested");
 
         let _ = updates.try_send(RestoreUpdate::phase(
@@ -289,6 +303,8 @@ impl Backups {
             dry_run: options.dry_run,
             safety_backup_id: None,
             row_counts: counts.clone(),
+            documents_written: 0,
+            documents_dir: documents_dir.as_ref().map(|d| d.display().to_string()),
         };
         if options.dry_run {
             let _ = updates.try_send(RestoreUpdate::phase(
@@ -322,6 +338,21 @@ impl Backups {
             update.safety_backup_id = safety.backup_id.clone();
             let _ = updates.try_send(update);
             outcome.safety_backup_id = Some(safety.backup_id);
+        }
+
+        if let Some(dir) = &documents_dir {
+            // Before the database changes: a failure here leaves it as it was.
+            let _ = updates.try_send(RestoreUpdate::phase(
+                RestorePhase::Loading,
+                "writing documents",
+            ));
+            let stream = self.storage.read(&record.object_name, 0).await?;
+            let plain = decode(stream, &self.codec.keys, record.encrypted()).await?;
+            let report = crate::documents::extract::extract_documents(plain, dir)
+                .await
+                .map_err(|e| e.context("writing documents; nothing was restored"))?;
+            outcome.documents_written = report.documents;
+            tracing::info!(backup_id = %record.backup_id, documents = report.documents, "documents written");
         }
 
         let stream = self.storage.read(&record.object_name, 0).await?;
@@ -487,15 +518,7 @@ pub async fn restore_file(
         );
         Ok::<_, Error>(stream)
     };
-    let older: Vec<String> = std::env::var("BACKUP_DECRYPTION_KEYS")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::to_string)
-        .collect();
-    let keys = Keyring::new(
-        std::env::var("BACKUP_ENCRYPTION_KEY").ok().as_deref(),
-        &older,
-    )?;
+    let keys = keyring_from_env()?;
     let (header, counts, sha, _) = check_file(open().await?, &keys, false).await?;
     let target = crate::source::open_target(target_url).await?;
     check_target(&header, target.as_ref()).await?;
@@ -505,6 +528,8 @@ pub async fn restore_file(
         dry_run,
         safety_backup_id: None,
         row_counts: counts.clone(),
+        documents_written: 0,
+        documents_dir: None,
     };
     if !dry_run {
         let (sink, _drain) = tokio::sync::mpsc::channel(1);
@@ -519,4 +544,42 @@ pub async fn restore_file(
         .await?;
     }
     Ok(outcome)
+}
+
+/// Keys for offline commands: `BACKUP_ENCRYPTION_KEY` and
+/// `BACKUP_DECRYPTION_KEYS` from the environment.
+pub fn keyring_from_env() -> Result<Keyring> {
+    let older: Vec<String> = std::env::var("BACKUP_DECRYPTION_KEYS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    Keyring::new(
+        std::env::var("BACKUP_ENCRYPTION_KEY").ok().as_deref(),
+        &older,
+    )
+}
+
+/// A local file as a byte stream.
+pub async fn open_file(path: &std::path::Path) -> Result<ByteStream> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::invalid(format!("cannot open {}: {e}", path.display())))?;
+    Ok(Box::pin(
+        tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
+            .map(|r| r.map_err(|e| Error::storage_io("reading backup file", &e))),
+    ))
+}
+
+/// Checks a downloaded backup file whole (structure, every document's
+/// sha256, the trailer), then writes its documents into `dir`. Nothing is
+/// written from a file that does not verify.
+pub async fn extract_file(
+    path: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<crate::documents::extract::ExtractReport> {
+    let keys = keyring_from_env()?;
+    check_file(open_file(path).await?, &keys, false).await?;
+    let plain = decode(open_file(path).await?, &keys, false).await?;
+    crate::documents::extract::extract_documents(plain, dir).await
 }

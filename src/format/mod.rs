@@ -12,7 +12,19 @@ use serde::{Deserialize, Serialize};
 use crate::source::{SourceInfo, TableSchema};
 
 pub const FORMAT_NAME: &str = "backup-service";
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format version: files with a documents section. Readers
+/// accept every version from `FORMAT_VERSION_NO_DOCUMENTS` up to this one.
+pub const FORMAT_VERSION: u32 = 2;
+/// Files without documents are still written as version 1, byte for byte
+/// as before, so older readers keep reading them.
+pub const FORMAT_VERSION_NO_DOCUMENTS: u32 = 1;
+/// Raw bytes per base64 line of a document: a multiple of 3, so every line
+/// but the last is unpadded, and a line stays 64 KiB.
+pub const DOCUMENT_CHUNK_BYTES: usize = 48 * 1024;
+/// The line that opens the documents section (version 2).
+pub const DOCUMENTS_LINE: &[u8] = b"\"documents\":[";
+/// The line that opens the list of documents that could not be fetched.
+pub const MISSING_LINE: &[u8] = b"\"missingDocuments\":[";
 /// Start of the last line; everything before it is covered by its sha256.
 pub const TRAILER_PREFIX: &[u8] = b"\"trailer\":";
 
@@ -47,4 +59,19 @@ pub struct Trailer {
     /// Bytes before the trailer line, all covered by `sha256`.
     pub hashed_bytes: u64,
     pub sha256: String,
+    /// Present exactly when the file has a documents section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documents: Option<DocumentTotals>,
+}
+
+/// What the documents section holds, for the trailer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentTotals {
+    /// Documents stored in the file.
+    pub count: u64,
+    /// Their raw bytes, before base64.
+    pub bytes: u64,
+    /// Entries of `missingDocuments`.
+    pub missing: u64,
 }

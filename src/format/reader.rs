@@ -8,7 +8,11 @@ use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::{FORMAT_NAME, FORMAT_VERSION, Header, TRAILER_PREFIX, Trailer};
+use super::{
+    DOCUMENTS_LINE, DocumentTotals, FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSION_NO_DOCUMENTS,
+    Header, MISSING_LINE, TRAILER_PREFIX, Trailer,
+};
+use crate::documents::MissingDocument;
 use crate::error::{Error, ErrorCode, Result};
 use crate::storage::ByteStream;
 
@@ -28,6 +32,25 @@ pub enum Event<'a> {
     Row(&'a [u8]),
     TableStart(usize),
     TableEnd(usize),
+    /// Only after `emit_documents(true)`; otherwise documents are checked
+    /// and skipped.
+    Document(DocumentEvent<'a>),
+}
+
+pub enum DocumentEvent<'a> {
+    Start {
+        url: &'a str,
+        content_type: &'a str,
+    },
+    /// The next decoded bytes of the current document (at most 48 KiB).
+    Chunk(&'a [u8]),
+    /// The document ended and its size and sha256 were checked.
+    End {
+        size: u64,
+        sha256: &'a str,
+    },
+    /// An entry of `missingDocuments`.
+    Missing(&'a MissingDocument),
 }
 
 #[derive(PartialEq)]
@@ -35,7 +58,34 @@ enum State {
     Data,
     InTable(usize),
     AfterData,
+    Documents,
+    InDocument,
+    MissingStart,
+    Missing,
+    Trailer,
     Done,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DocumentStart {
+    url: String,
+    content_type: String,
+}
+
+#[derive(serde::Deserialize)]
+struct DocumentEnd {
+    size: u64,
+    sha256: String,
+}
+
+/// The document being read.
+struct CurrentDocument {
+    hasher: Sha256,
+    size: u64,
+    chunks: u64,
+    url: String,
+    content_type: String,
 }
 
 pub struct BackupReader {
@@ -51,6 +101,12 @@ pub struct BackupReader {
     counts: Vec<u64>,
     expect_more: bool,
     trailer: Option<Trailer>,
+    emit_documents: bool,
+    document: Option<CurrentDocument>,
+    decoded: Vec<u8>,
+    end_sha: String,
+    missing: MissingDocument,
+    totals: Option<DocumentTotals>,
 }
 
 impl BackupReader {
@@ -86,6 +142,15 @@ impl BackupReader {
             counts: Vec::new(),
             expect_more: false,
             trailer: None,
+            emit_documents: false,
+            document: None,
+            decoded: Vec::new(),
+            end_sha: String::new(),
+            missing: MissingDocument {
+                url: String::new(),
+                reason: String::new(),
+            },
+            totals: None,
         };
         if !reader.next_line(true).await? {
             return Err(corrupt("empty file"));
@@ -100,11 +165,14 @@ impl BackupReader {
         if header.format != FORMAT_NAME {
             return Err(corrupt(format!("unknown format {:?}", header.format)));
         }
-        if header.format_version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_NO_DOCUMENTS..=FORMAT_VERSION).contains(&header.format_version) {
             return Err(corrupt(format!(
-                "format version {} is not supported (this build reads {FORMAT_VERSION})",
+                "format version {} is not supported (this build reads {FORMAT_VERSION_NO_DOCUMENTS} to {FORMAT_VERSION})",
                 header.format_version
             )));
+        }
+        if header.documents.included && header.format_version < 2 {
+            return Err(corrupt("a version 1 file cannot hold documents"));
         }
         reader.counts = vec![0; header.tables.len()];
         reader.header = header;
@@ -112,6 +180,12 @@ impl BackupReader {
             return Err(corrupt("missing data section"));
         }
         Ok(reader)
+    }
+
+    /// Makes `next` return the documents section as events instead of only
+    /// checking it.
+    pub fn emit_documents(&mut self, on: bool) {
+        self.emit_documents = on;
     }
 
     pub fn header(&self) -> &Header {
@@ -128,10 +202,173 @@ impl BackupReader {
         loop {
             match self.state {
                 State::Done => return Ok(None),
-                State::AfterData => {
-                    self.read_trailer().await?;
+                State::AfterData | State::Trailer => {
+                    let body = (hex::encode(self.hasher.clone().finalize()), self.hashed);
+                    if !self.next_line(true).await? {
+                        return Err(corrupt("file is truncated before its trailer"));
+                    }
+                    let documents_next = self.state == State::AfterData
+                        && self.header.documents.included
+                        && self.line == DOCUMENTS_LINE;
+                    if documents_next {
+                        self.totals = Some(DocumentTotals::default());
+                        self.expect_more = false;
+                        self.state = State::Documents;
+                        continue;
+                    }
+                    if self.header.documents.included && self.totals.is_none() {
+                        return Err(corrupt("the documents section is missing"));
+                    }
+                    self.read_trailer(body).await?;
                     self.state = State::Done;
                     return Ok(None);
+                }
+                State::Documents => {
+                    if !self.next_line(true).await? {
+                        return Err(corrupt("file is truncated"));
+                    }
+                    if self.line == b"]," {
+                        if self.expect_more {
+                            return Err(corrupt("document list ends after a comma"));
+                        }
+                        self.state = State::MissingStart;
+                        continue;
+                    }
+                    if self.totals.is_some_and(|t| t.count > 0) && !self.expect_more {
+                        return Err(corrupt("documents are not separated by commas"));
+                    }
+                    let start = self
+                        .line
+                        .strip_suffix(b"\"chunks\":[")
+                        .filter(|_| self.line.starts_with(b"{\"url\":"))
+                        .ok_or_else(|| corrupt("malformed document start"))?;
+                    let mut json = start.to_vec();
+                    json.extend_from_slice(b"\"chunks\":[]}");
+                    let start: DocumentStart = serde_json::from_slice(&json)
+                        .map_err(|e| corrupt(format!("document start: {e}")))?;
+                    self.document = Some(CurrentDocument {
+                        hasher: Sha256::new(),
+                        size: 0,
+                        chunks: 0,
+                        url: start.url,
+                        content_type: start.content_type,
+                    });
+                    self.expect_more = false;
+                    self.state = State::InDocument;
+                    if self.emit_documents {
+                        let doc = self
+                            .document
+                            .as_ref()
+                            .ok_or_else(|| corrupt("no document"))?;
+                        return Ok(Some(Event::Document(DocumentEvent::Start {
+                            url: &doc.url,
+                            content_type: &doc.content_type,
+                        })));
+                    }
+                }
+                State::InDocument => {
+                    if !self.next_line(true).await? {
+                        return Err(corrupt("file is truncated"));
+                    }
+                    if let Some(end) = self.line.strip_prefix(b"],") {
+                        if self.expect_more {
+                            return Err(corrupt("chunk list ends after a comma"));
+                        }
+                        let (end, more) = match end.strip_suffix(b",") {
+                            Some(end) => (end, true),
+                            None => (end, false),
+                        };
+                        let mut json = b"{".to_vec();
+                        json.extend_from_slice(end);
+                        let end: DocumentEnd = serde_json::from_slice(&json)
+                            .map_err(|e| corrupt(format!("document end: {e}")))?;
+                        let doc = self.document.take().ok_or_else(|| corrupt("no document"))?;
+                        let digest = hex::encode(doc.hasher.finalize());
+                        if doc.size != end.size || digest != end.sha256 {
+                            return Err(corrupt(format!(
+                                "document {} does not match its size and sha256 (corrupt or tampered)",
+                                crate::documents::redact_document_url(&doc.url)
+                            )));
+                        }
+                        if let Some(t) = self.totals.as_mut() {
+                            t.count += 1;
+                            t.bytes += end.size;
+                        }
+                        self.expect_more = more;
+                        self.state = State::Documents;
+                        if self.emit_documents {
+                            self.end_sha = end.sha256;
+                            return Ok(Some(Event::Document(DocumentEvent::End {
+                                size: end.size,
+                                sha256: &self.end_sha,
+                            })));
+                        }
+                        continue;
+                    }
+                    let (chunk, more) = match self.line.strip_suffix(b",") {
+                        Some(chunk) => (chunk, true),
+                        None => (&self.line[..], false),
+                    };
+                    let b64 = chunk
+                        .strip_prefix(b"\"")
+                        .and_then(|c| c.strip_suffix(b"\""))
+                        .ok_or_else(|| corrupt("malformed document chunk"))?;
+                    self.decoded.clear();
+                    base64::Engine::decode_vec(
+                        &base64::engine::general_purpose::STANDARD,
+                        b64,
+                        &mut self.decoded,
+                    )
+                    .map_err(|e| corrupt(format!("document chunk: {e}")))?;
+                    let doc = self
+                        .document
+                        .as_mut()
+                        .ok_or_else(|| corrupt("no document"))?;
+                    if doc.chunks > 0 && !self.expect_more {
+                        return Err(corrupt("document chunks are not separated by commas"));
+                    }
+                    doc.hasher.update(&self.decoded);
+                    doc.size += self.decoded.len() as u64;
+                    doc.chunks += 1;
+                    self.expect_more = more;
+                    if self.emit_documents {
+                        return Ok(Some(Event::Document(DocumentEvent::Chunk(&self.decoded))));
+                    }
+                }
+                State::MissingStart => {
+                    if !self.next_line(true).await? || self.line != MISSING_LINE {
+                        return Err(corrupt("missing the missingDocuments list"));
+                    }
+                    self.expect_more = false;
+                    self.state = State::Missing;
+                }
+                State::Missing => {
+                    if !self.next_line(true).await? {
+                        return Err(corrupt("file is truncated"));
+                    }
+                    if self.line == b"]," {
+                        if self.expect_more {
+                            return Err(corrupt("missingDocuments ends after a comma"));
+                        }
+                        self.state = State::Trailer;
+                        continue;
+                    }
+                    if self.totals.is_some_and(|t| t.missing > 0) && !self.expect_more {
+                        return Err(corrupt("missing documents are not separated by commas"));
+                    }
+                    let (entry, more) = match self.line.strip_suffix(b",") {
+                        Some(entry) => (entry, true),
+                        None => (&self.line[..], false),
+                    };
+                    self.missing = serde_json::from_slice(entry)
+                        .map_err(|e| corrupt(format!("missing document: {e}")))?;
+                    if let Some(t) = self.totals.as_mut() {
+                        t.missing += 1;
+                    }
+                    self.expect_more = more;
+                    if self.emit_documents {
+                        return Ok(Some(Event::Document(DocumentEvent::Missing(&self.missing))));
+                    }
                 }
                 State::Data => {
                     if !self.next_line(true).await? {
@@ -219,14 +456,11 @@ impl BackupReader {
         Ok((self.header, trailer))
     }
 
-    async fn read_trailer(&mut self) -> Result<()> {
-        let body_hash = hex::encode(self.hasher.clone().finalize());
-        let hashed = self.hashed;
-        // The trailer is hashed too (after the body hash was taken), so the
-        // reader also knows the SHA-256 of the whole file.
-        if !self.next_line(true).await? {
-            return Err(corrupt("file is truncated before its trailer"));
-        }
+    /// Checks the trailer line just read against the hash of everything
+    /// before it, `body`. The trailer is hashed too, so the reader also
+    /// knows the SHA-256 of the whole file.
+    async fn read_trailer(&mut self, body: (String, u64)) -> Result<()> {
+        let (body_hash, hashed) = body;
         let json = self
             .line
             .strip_prefix(TRAILER_PREFIX)
@@ -248,6 +482,16 @@ impl BackupReader {
         }
         if counts != trailer.row_counts {
             return Err(corrupt("row counts differ from the trailer"));
+        }
+        if trailer.documents != self.totals {
+            return Err(corrupt("documents differ from the trailer"));
+        }
+        if let Some(t) = self.totals
+            && t.count + t.missing != self.header.documents.count
+        {
+            return Err(corrupt(
+                "documents stored and missing do not add up to the header's count",
+            ));
         }
         self.trailer = Some(trailer);
         Ok(())
@@ -296,5 +540,165 @@ impl BackupReader {
                 None => self.eof = true,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::documents::MissingDocument;
+    use crate::format::DocumentsInfo;
+    use crate::format::writer::{BackupFileWriter, FileIdentity};
+    use crate::source::{ColumnSchema, DumpSink, SourceInfo, TableSchema, ValueEncoding};
+    use crate::storage::{ObjectWriter, StoredObject};
+
+    struct Memory(Arc<Mutex<Vec<u8>>>);
+
+    #[async_trait]
+    impl ObjectWriter for Memory {
+        async fn write(&mut self, chunk: Bytes) -> Result<()> {
+            self.0.lock().unwrap().extend_from_slice(&chunk);
+            Ok(())
+        }
+        async fn finish(self: Box<Self>) -> Result<StoredObject> {
+            Ok(StoredObject::default())
+        }
+        async fn abort(self: Box<Self>) {}
+    }
+
+    async fn file_with_documents(declared: u64, document: &[u8]) -> Vec<u8> {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let identity = FileIdentity {
+            backup_id: "backup_2026-03-11T12-00-00-000Z".into(),
+            created_at: "2026-03-11T12:00:00Z".into(),
+            description: String::new(),
+            include_documents: true,
+            documents: DocumentsInfo {
+                included: false,
+                count: 0,
+                note: String::new(),
+            },
+        };
+        let mut w = BackupFileWriter::new(
+            Box::new(Memory(out.clone())),
+            identity,
+            Arc::new(Mutex::new(Default::default())),
+        );
+        w.set_documents(DocumentsInfo {
+            included: true,
+            count: declared,
+            note: "test".into(),
+        });
+        let table = TableSchema {
+            schema: "public".into(),
+            name: "Doc".into(),
+            columns: vec![ColumnSchema {
+                name: "url".into(),
+                sql_type: "text".into(),
+                encoding: ValueEncoding::Text,
+                nullable: true,
+            }],
+            primary_key: vec![],
+            foreign_keys: vec![],
+        };
+        let source = SourceInfo {
+            engine: "postgresql".into(),
+            server_version: "17".into(),
+        };
+        w.begin(&source, &[table]).await.unwrap();
+        w.begin_table(0).await.unwrap();
+        w.rows(Bytes::from_static(b",\n[\"https://h/a.pdf\"]"), 1)
+            .await
+            .unwrap();
+        w.end_table().await.unwrap();
+        w.begin_documents().await.unwrap();
+        let mut temp = tempfile::tempfile().unwrap();
+        temp.write_all(document).unwrap();
+        std::io::Seek::rewind(&mut temp).unwrap();
+        let sha = hex::encode(Sha256::digest(document));
+        w.write_document(
+            "https://h/a.pdf",
+            "application/pdf",
+            tokio::fs::File::from_std(temp),
+            document.len() as u64,
+            &sha,
+        )
+        .await
+        .unwrap();
+        w.add_missing(&MissingDocument {
+            url: "https://h/b.pdf".into(),
+            reason: "HTTP 404 Not Found".into(),
+        })
+        .unwrap();
+        let written = w.finish().await.unwrap();
+        assert_eq!(written.format_version, 2);
+        out.lock().unwrap().clone()
+    }
+
+    fn stream(bytes: Vec<u8>) -> ByteStream {
+        // Small pieces, so lines span several reads.
+        let pieces: Vec<Result<Bytes>> = bytes
+            .chunks(7_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(futures::stream::iter(pieces))
+    }
+
+    async fn read_documents(bytes: Vec<u8>) -> Result<(Vec<u8>, Vec<String>)> {
+        let mut reader = BackupReader::open(stream(bytes)).await?;
+        reader.emit_documents(true);
+        let mut doc = Vec::new();
+        let mut missing = Vec::new();
+        while let Some(event) = reader.next().await? {
+            match event {
+                Event::Document(DocumentEvent::Chunk(c)) => doc.extend_from_slice(c),
+                Event::Document(DocumentEvent::Missing(m)) => missing.push(m.reason.clone()),
+                _ => {}
+            }
+        }
+        Ok((doc, missing))
+    }
+
+    #[tokio::test]
+    async fn documents_round_trip_and_are_checked() {
+        let document: Vec<u8> = (0..150_001u32).map(|i| (i * 7 % 251) as u8).collect();
+        let bytes = file_with_documents(2, &document).await;
+        let (doc, missing) = read_documents(bytes.clone()).await.unwrap();
+        assert!(doc == document);
+        assert_eq!(missing, vec!["HTTP 404 Not Found".to_string()]);
+        // Checked and skipped when not emitted; the whole file is JSON.
+        let (_, trailer) = BackupReader::open(stream(bytes.clone()))
+            .await
+            .unwrap()
+            .verify_to_end()
+            .await
+            .unwrap();
+        let totals = trailer.documents.unwrap();
+        assert_eq!(
+            (totals.count, totals.bytes, totals.missing),
+            (1, 150_001, 1)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["documents"][0]["chunks"].as_array().unwrap().len(), 4);
+
+        // One changed base64 character.
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let at = text.find("\"chunks\":[\n\"").unwrap() + 20;
+        let mut bad = bytes.clone();
+        bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+        let e = read_documents(bad).await.unwrap_err();
+        assert!(e.message.contains("does not match"), "{}", e.message);
+
+        // Stored plus missing must add up to what the header declares.
+        let e = read_documents(file_with_documents(3, &document).await)
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("add up"), "{}", e.message);
     }
 }

@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::{DocumentsInfo, FORMAT_NAME, FORMAT_VERSION, Header, Trailer};
+use super::{
+    DOCUMENT_CHUNK_BYTES, DocumentTotals, DocumentsInfo, FORMAT_NAME, FORMAT_VERSION,
+    FORMAT_VERSION_NO_DOCUMENTS, Header, Trailer,
+};
 use crate::backup::record::Progress;
 use crate::error::{Error, Result};
 use crate::source::{DumpSink, SourceInfo, TableSchema, push_json_string};
@@ -33,6 +36,19 @@ pub struct WrittenFile {
     pub row_counts: BTreeMap<String, u64>,
     pub source: SourceInfo,
     pub stored: StoredObject,
+    pub format_version: u32,
+    /// Set when the file has a documents section.
+    pub documents: Option<DocumentTotals>,
+    /// Missing documents for the record (filled in by the job).
+    pub missing: Vec<crate::documents::MissingDocument>,
+}
+
+/// The documents section while it is written.
+struct DocumentsSection {
+    totals: DocumentTotals,
+    /// Missing documents, one JSON object per line, copied into the file
+    /// after the documents (memory does not grow with their number).
+    missing: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 pub struct BackupFileWriter {
@@ -47,6 +63,7 @@ pub struct BackupFileWriter {
     current: Option<(usize, bool)>,
     row_counts: Vec<u64>,
     progress: Arc<Mutex<Progress>>,
+    documents: Option<DocumentsSection>,
 }
 
 impl BackupFileWriter {
@@ -67,7 +84,167 @@ impl BackupFileWriter {
             current: None,
             row_counts: Vec::new(),
             progress,
+            documents: None,
         }
+    }
+
+    /// What the header says about documents; call before the dump begins.
+    pub fn set_documents(&mut self, info: DocumentsInfo) {
+        self.identity.documents = info;
+    }
+
+    fn format_version(&self) -> u32 {
+        if self.identity.documents.included {
+            FORMAT_VERSION
+        } else {
+            FORMAT_VERSION_NO_DOCUMENTS
+        }
+    }
+
+    fn tables_done(&self) -> bool {
+        self.source.is_some() && self.current.is_none() && self.next_table == self.tables.len()
+    }
+
+    /// Ends the data section and opens the documents section.
+    pub async fn begin_documents(&mut self) -> Result<()> {
+        if !self.tables_done() || self.documents.is_some() || !self.identity.documents.included {
+            return Err(Error::internal("documents section out of place"));
+        }
+        let spool = tempfile::tempfile()
+            .map_err(|e| Error::storage_io("creating the missing-documents list", &e))?;
+        self.push(b"\n],\n");
+        self.push(super::DOCUMENTS_LINE);
+        self.documents = Some(DocumentsSection {
+            totals: DocumentTotals::default(),
+            missing: Some(std::io::BufWriter::new(spool)),
+        });
+        self.maybe_flush().await
+    }
+
+    /// Copies one fetched document from its temp file into the file as
+    /// base64 lines; its size and sha256 are checked again on the way.
+    pub async fn write_document(
+        &mut self,
+        url: &str,
+        content_type: &str,
+        mut file: tokio::fs::File,
+        size: u64,
+        sha256: &str,
+    ) -> Result<()> {
+        use base64::Engine;
+        use tokio::io::AsyncReadExt;
+        let first = match &self.documents {
+            Some(section) => section.totals.count == 0,
+            None => return Err(Error::internal("document outside the documents section")),
+        };
+        self.push(if first { b"\n" } else { b",\n" });
+        self.push(b"{\"url\":");
+        push_json_string(&mut self.buf, url);
+        self.push(b",\"contentType\":");
+        push_json_string(&mut self.buf, content_type);
+        self.push(b",\"chunks\":[");
+        let mut raw = vec![0u8; DOCUMENT_CHUNK_BYTES];
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        loop {
+            // Fill the whole chunk so every line but the last is a multiple of 3.
+            let mut filled = 0;
+            while filled < raw.len() {
+                let n = file
+                    .read(&mut raw[filled..])
+                    .await
+                    .map_err(|e| Error::storage_io("reading a fetched document", &e))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            let chunk = &raw[..filled];
+            hasher.update(chunk);
+            self.push(if written == 0 { b"\n\"" } else { b",\n\"" });
+            let start = self.buf.len();
+            let len = base64::encoded_len(chunk.len(), true)
+                .ok_or_else(|| Error::internal("document chunk too large"))?;
+            self.buf.resize(start + len, 0);
+            let n = base64::engine::general_purpose::STANDARD
+                .encode_slice(chunk, &mut self.buf[start..])
+                .map_err(|e| Error::internal(format!("encoding a document: {e}")))?;
+            self.buf.truncate(start + n);
+            self.push(b"\"");
+            written += filled as u64;
+            self.maybe_flush().await?;
+            if filled < raw.len() {
+                break;
+            }
+        }
+        let digest = hex::encode(hasher.finalize());
+        if written != size || digest != sha256 {
+            return Err(Error::internal(
+                "a fetched document changed in its temp file; nothing was stored",
+            ));
+        }
+        self.push(format!("\n],\"size\":{size},\"sha256\":").as_bytes());
+        push_json_string(&mut self.buf, sha256);
+        self.push(b"}");
+        if let Some(section) = self.documents.as_mut() {
+            section.totals.count += 1;
+            section.totals.bytes += size;
+        }
+        self.maybe_flush().await
+    }
+
+    /// Notes a document that could not be fetched, for `missingDocuments`.
+    pub fn add_missing(&mut self, missing: &crate::documents::MissingDocument) -> Result<()> {
+        use std::io::Write;
+        let section = self
+            .documents
+            .as_mut()
+            .ok_or_else(|| Error::internal("missing document outside the documents section"))?;
+        let spool = section
+            .missing
+            .as_mut()
+            .ok_or_else(|| Error::internal("missing-documents list already written"))?;
+        let line = serde_json::to_vec(missing)
+            .map_err(|e| Error::internal(format!("encoding a missing document: {e}")))?;
+        spool
+            .write_all(&line)
+            .and_then(|()| spool.write_all(b"\n"))
+            .map_err(|e| Error::storage_io("writing the missing-documents list", &e))?;
+        section.totals.missing += 1;
+        Ok(())
+    }
+
+    /// Closes the documents section and writes the missing-documents list.
+    async fn end_documents(&mut self) -> Result<Option<DocumentTotals>> {
+        use std::io::BufRead;
+        let Some(section) = self.documents.as_mut() else {
+            return Ok(None);
+        };
+        let totals = section.totals;
+        let spool = section
+            .missing
+            .take()
+            .ok_or_else(|| Error::internal("missing-documents list already written"))?;
+        let mut file = spool
+            .into_inner()
+            .map_err(|e| Error::storage_io("writing the missing-documents list", e.error()))?;
+        std::io::Seek::rewind(&mut file)
+            .map_err(|e| Error::storage_io("reading the missing-documents list", &e))?;
+        self.push(b"\n],\n");
+        self.push(super::MISSING_LINE);
+        let mut first = true;
+        for line in std::io::BufReader::new(file).lines() {
+            let line =
+                line.map_err(|e| Error::storage_io("reading the missing-documents list", &e))?;
+            self.push(if first { b"\n" } else { b",\n" });
+            self.push(line.as_bytes());
+            first = false;
+            self.maybe_flush().await?;
+        }
+        Ok(Some(totals))
     }
 
     fn push(&mut self, data: &[u8]) {
@@ -112,9 +289,13 @@ impl BackupFileWriter {
     }
 
     async fn write_trailer_and_commit(&mut self) -> Result<WrittenFile> {
-        if self.source.is_none() || self.current.is_some() || self.next_table != self.tables.len() {
+        if !self.tables_done() {
             return Err(Error::internal("dump ended before every table was written"));
         }
+        if self.identity.documents.included && self.documents.is_none() {
+            return Err(Error::internal("the documents section was not written"));
+        }
+        let documents = self.end_documents().await?;
         self.push(b"\n],\n");
         self.flush().await?;
         let body_hash = hex::encode(self.hasher.clone().finalize());
@@ -127,6 +308,7 @@ impl BackupFileWriter {
             row_counts: row_counts.clone(),
             hashed_bytes: self.bytes,
             sha256: body_hash,
+            documents,
         };
         let trailer_json = serde_json::to_vec(&trailer)
             .map_err(|e| Error::internal(format!("encoding trailer: {e}")))?;
@@ -149,6 +331,9 @@ impl BackupFileWriter {
                 server_version: String::new(),
             }),
             stored,
+            format_version: self.format_version(),
+            documents,
+            missing: Vec::new(),
         })
     }
 
@@ -168,7 +353,7 @@ impl DumpSink for BackupFileWriter {
         }
         let header = Header {
             format: FORMAT_NAME.into(),
-            format_version: FORMAT_VERSION,
+            format_version: self.format_version(),
             backup_id: self.identity.backup_id.clone(),
             created_at: self.identity.created_at.clone(),
             description: self.identity.description.clone(),

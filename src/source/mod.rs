@@ -102,10 +102,20 @@ pub struct SourceInfo {
     pub server_version: String,
 }
 
-/// Receives a dump in file order: `begin` once, then for every table in the
+/// Receives a dump in file order: the document URLs if it asks for any,
+/// `begin` once, then for every table in the
 /// order given to `begin`, `begin_table`, any number of `rows`, `end_table`.
 #[async_trait]
 pub trait DumpSink: Send {
+    /// Columns holding document URLs the source should read in its snapshot
+    /// (see `documents`); none by default.
+    fn document_columns(&self) -> &[crate::documents::columns::ColumnRef] {
+        &[]
+    }
+    /// One distinct document URL from those columns, sorted, all before `begin`.
+    async fn document_url(&mut self, _url: &str) -> Result<()> {
+        Ok(())
+    }
     async fn begin(&mut self, source: &SourceInfo, tables: &[TableSchema]) -> Result<()>;
     async fn begin_table(&mut self, index: usize) -> Result<()>;
     /// `encoded` holds `rows` rows, each written as `,\n[v1,v2,...]`.
@@ -254,4 +264,17 @@ pub fn push_json_escaped_byte(out: &mut Vec<u8>, b: u8) {
 /// Quotes an SQL identifier: `"User"`, `"my ""odd"" name"`.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The query for the distinct document URLs of the sink's columns, or None
+/// when the sink wants none. Unknown tables or columns fail the backup.
+pub(crate) fn document_url_query(
+    tables: &[TableSchema],
+    sink: &dyn DumpSink,
+) -> Result<Option<String>> {
+    if sink.document_columns().is_empty() {
+        return Ok(None);
+    }
+    let resolved = crate::documents::columns::resolve(sink.document_columns(), tables)?;
+    Ok(Some(crate::documents::columns::url_query(&resolved)))
 }

@@ -97,6 +97,8 @@ impl Target for PostgresTarget {
                 Some(Event::TableStart(index)) => (index, false),
                 Some(Event::TableEnd(index)) => (index, true),
                 Some(Event::Row(_)) => return Err(corrupt("row outside a table")),
+                // Documents are checked by the reader, not loaded into the database.
+                Some(Event::Document(_)) => continue,
             };
             let table = &tables[index];
             progress(TableProgress {

@@ -130,6 +130,14 @@ impl Source for PostgresSource {
                 .map_err(|e| Error::database("reading server version", &e))?
         };
         let tables = parents_first(read_schema(&mut lead).await?);
+        // Same transaction, so the same snapshot the tables are dumped in.
+        if let Some(sql) = super::document_url_query(&tables, sink)? {
+            let mut urls = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).fetch(&mut *lead);
+            while let Some(url) = urls.next().await {
+                let url = url.map_err(|e| Error::database("reading document URLs", &e))?;
+                sink.document_url(&url).await?;
+            }
+        }
         let info = SourceInfo {
             engine: if cockroach {
                 "cockroachdb"

@@ -83,6 +83,13 @@ impl Source for SqliteSource {
             tables.push(read_table(&mut tx, name).await?);
         }
         let tables = parents_first(tables);
+        if let Some(sql) = super::document_url_query(&tables, sink)? {
+            let mut urls = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).fetch(&mut *tx);
+            while let Some(url) = urls.next().await {
+                let url = url.map_err(|e| Error::database("reading document URLs", &e))?;
+                sink.document_url(&url).await?;
+            }
+        }
         let info = SourceInfo {
             engine: "sqlite".into(),
             server_version: version,

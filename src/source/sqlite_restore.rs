@@ -165,6 +165,8 @@ impl Target for SqliteTarget {
                     loaded += 1;
                 }
                 Event::TableEnd(_) => {}
+                // Documents are checked by the reader, not loaded into the database.
+                Event::Document(_) => {}
             }
         }
         before_commit()?;

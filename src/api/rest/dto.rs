@@ -68,6 +68,25 @@ pub struct BackupView {
     pub encryption_key_id: String,
     /// Media type of the stored file.
     pub content_type: String,
+    /// Uploaded documents stored in the file.
+    pub document_count: u64,
+    /// Their bytes, before base64.
+    pub document_bytes: u64,
+    /// Documents that could not be fetched; the backup completed without them.
+    pub warning_count: u64,
+    /// Those documents with the reason (at most 1,000; the file lists all).
+    pub missing_documents: Vec<MissingDocumentView>,
+}
+
+/// A document a backup could not fetch.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MissingDocumentView {
+    /// Its URL without query string or credentials (signed URLs keep tokens
+    /// there); the backup file has the exact URL.
+    pub url: String,
+    /// HTTP status, refused host, too large, timeout, ...
+    pub reason: String,
 }
 
 impl From<BackupRecord> for BackupView {
@@ -110,6 +129,17 @@ impl From<BackupRecord> for BackupView {
             content_type,
             compression: r.compression.as_str().to_string(),
             encryption_key_id: r.encryption_key_id,
+            document_count: r.document_count,
+            document_bytes: r.document_bytes,
+            warning_count: r.warning_count,
+            missing_documents: r
+                .missing_documents
+                .into_iter()
+                .map(|m| MissingDocumentView {
+                    url: m.url,
+                    reason: m.reason,
+                })
+                .collect(),
         }
     }
 }
@@ -186,6 +216,11 @@ pub struct RestoreBody {
     /// Skip the safety backup of the target.
     #[serde(default)]
     pub skip_safety_backup: Option<bool>,
+    /// Also write the backup's documents (and index.json) into this
+    /// directory on the server; must be inside DOCUMENT_RESTORE_ROOT
+    /// (relative paths are taken relative to it).
+    #[serde(default)]
+    pub documents_dir: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -198,6 +233,10 @@ pub struct RestoreView {
     pub target: String,
     pub safety_backup_id: Option<String>,
     pub row_counts: BTreeMap<String, u64>,
+    /// Documents written into documentsDir.
+    pub documents_written: u64,
+    /// The resolved documents directory, when one was given.
+    pub documents_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -394,6 +394,7 @@ pub async fn restore_backup(
         target_url: body.target_url.filter(|u| !u.is_empty()),
         dry_run: body.dry_run.unwrap_or(false),
         skip_safety_backup: body.skip_safety_backup.unwrap_or(false),
+        documents_dir: body.documents_dir.filter(|d| !d.is_empty()),
     };
     let (updates, _ignored) = tokio::sync::mpsc::channel(1);
     let core = g.core.clone();
@@ -416,6 +417,8 @@ pub async fn restore_backup(
         target: outcome.target,
         safety_backup_id: outcome.safety_backup_id,
         row_counts: outcome.row_counts,
+        documents_written: outcome.documents_written,
+        documents_dir: outcome.documents_dir,
     }))
 }
 

@@ -6,8 +6,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto::{
     BackupView, CloudinaryStatsView, CreateBackupBody, DeletedView, HealthView, KeptView, ListView,
-    MaintenanceBody, MaintenanceView, ProgressView, PruneBody, PruneFailureView, PruneView,
-    RestoreBody, RestoreView, RetentionView, ScheduleView, VerifyBody, VerifyView,
+    MaintenanceBody, MaintenanceView, MissingDocumentView, ProgressView, PruneBody,
+    PruneFailureView, PruneView, RestoreBody, RestoreView, RetentionView, ScheduleView, VerifyBody,
+    VerifyView,
 };
 use super::error::{ErrorBody, ErrorDetail};
 
@@ -37,7 +38,7 @@ use super::error::{ErrorBody, ErrorDetail};
         BackupView, ProgressView, CreateBackupBody, ListView, CloudinaryStatsView, DeletedView,
         HealthView, ErrorBody, ErrorDetail, RestoreBody, RestoreView, VerifyBody, VerifyView,
         MaintenanceBody, MaintenanceView, PruneBody, PruneView, KeptView, PruneFailureView,
-        RetentionView, ScheduleView
+        RetentionView, ScheduleView, MissingDocumentView
     )),
     modifiers(&BearerAuth),
     tags((name = "backups"), (name = "restore"), (name = "health"))
