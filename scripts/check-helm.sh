@@ -194,6 +194,12 @@ if case == "default":
     report(set(secret.get("data", {})) == {"JWT_SECRET", "DATABASE_URL", "STORAGE_URL"},
            "Secret holds JWT_SECRET, DATABASE_URL, STORAGE_URL")
     report(pod.get("automountServiceAccountToken") is False, "no service account token mounted")
+    report(env.get("BACKUP_COMPRESSION", {}).get("value") == "zstd", "zstd compression by default")
+    report(env.get("DOCUMENT_ALLOWED_HOSTS", {}).get("value") == "res.cloudinary.com",
+           "documents only from res.cloudinary.com by default")
+    report(not any(n in env for n in ("BACKUP_SCHEDULE", "DOCUMENT_COLUMNS", "DOCUMENT_ROOT",
+                                      "BACKUP_KEEP_LAST", "BACKUP_DECRYPTION_KEYS")),
+           "no schedule, documents, retention or old keys unless asked")
 elif case == "all-on":
     for kind, count in (("NetworkPolicy", 1), ("PodDisruptionBudget", 1),
                         ("PersistentVolumeClaim", 1), ("ServiceMonitor", 1), ("Ingress", 2)):
@@ -203,10 +209,24 @@ elif case == "all-on":
     report(volumes.get("data", {}).get("persistentVolumeClaim", {}).get("claimName") == claim,
            "/data is the chart's PVC")
     secret = by_kind.get("Secret", [{}])[0]
-    report({"CLOUDINARY_URL", "BACKUP_ENCRYPTION_KEY"} <= set(secret.get("data", {})),
-           "Secret holds CLOUDINARY_URL and BACKUP_ENCRYPTION_KEY")
-    for name in ("BACKUP_SCHEDULE", "BACKUP_RETENTION", "DOCUMENT_COLUMNS", "RUST_BACKTRACE"):
+    report({"CLOUDINARY_URL", "BACKUP_ENCRYPTION_KEY", "BACKUP_DECRYPTION_KEYS"}
+           <= set(secret.get("data", {})),
+           "Secret holds CLOUDINARY_URL, BACKUP_ENCRYPTION_KEY and BACKUP_DECRYPTION_KEYS")
+    report("STORAGE_URL" not in secret.get("data", {}) and "STORAGE_URL" not in env,
+           "cloudinary.url takes precedence over storage.url")
+    for name in ("BACKUP_SCHEDULE", "BACKUP_SCHEDULE_TZ", "BACKUP_RETENTION", "BACKUP_KEEP_LAST",
+                 "BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY",
+                 "DOCUMENT_COLUMNS", "DOCUMENT_ROOT", "DOCUMENT_RESTORE_ROOT",
+                 "CLOUDINARY_API_BASE", "BACKUP_DECRYPTION_KEYS", "RUST_BACKTRACE"):
         report(name in env, f"env {name} is set")
+    report(env.get("BACKUP_KEEP_MONTHLY", {}).get("value") == "12", "BACKUP_KEEP_MONTHLY 12")
+    report(env.get("DOCUMENTS_STRICT", {}).get("value") == "true"
+           and env.get("BACKUP_RUN_MISSED", {}).get("value") == "false",
+           "booleans rendered as true/false")
+    policy = by_kind.get("NetworkPolicy", [{}])[0]
+    cidrs = [b.get("ipBlock", {}).get("cidr") for r in policy.get("spec", {}).get("egress", [])
+             for b in r.get("to", [])]
+    report("203.0.113.0/24" in cidrs, "NetworkPolicy lets documents be fetched")
     grpc_ing = [i for i in by_kind.get("Ingress", [])
                 if i["metadata"].get("annotations", {}).get(
                     "nginx.ingress.kubernetes.io/backend-protocol") == "GRPC"]
@@ -330,6 +350,9 @@ notes
 log "bad values are rejected"
 must_reject 'replicaCount "two"' "replicaCount" --set-string replicaCount=two
 must_reject 'config.logFormat "yaml"' "logFormat" --set config.logFormat=yaml
+must_reject 'config.compression "lz4"' "compression" --set config.compression=lz4
+must_reject 'a relative documents.root' "root" --set documents.root=uploads
+must_reject 'documents.timeout "soon"' "timeout" --set documents.timeout=soon
 must_reject 'an unknown top-level key' "replicaCout" --set replicaCout=2
 must_reject 'an empty database.url without existingSecret' "/database/url" --set database.url=
 if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --skip-schema-validation \
