@@ -71,18 +71,21 @@ struct LocalWriter {
 #[cfg(target_os = "linux")]
 async fn start_writeback(file: &fs::File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
         return;
     };
-    // May block briefly when the device queue is full: keep it off the
-    // runtime's worker threads. The file outlives the call (it is awaited).
-    let _ = tokio::task::spawn_blocking(move || {
-        // SAFETY: fd is an open file descriptor owned by `file`, which is
-        // borrowed for the whole await; the call only reads its arguments.
-        unsafe { libc::sync_file_range(fd, offset, len, libc::SYNC_FILE_RANGE_WRITE) }
-    })
-    .await;
+    // The call may block while the device queue is full, so it runs on the
+    // blocking pool and the backup does not wait for it; it owns a duplicate
+    // descriptor, so the file may be closed meanwhile.
+    let Ok(dup) = file.try_clone().await else {
+        return;
+    };
+    let dup = dup.into_std().await;
+    tokio::task::spawn_blocking(move || {
+        // SAFETY: `dup` is an open descriptor owned by this closure for the
+        // whole call; the call only reads its integer arguments.
+        unsafe { libc::sync_file_range(dup.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) }
+    });
 }
 
 #[cfg(not(target_os = "linux"))]
