@@ -893,3 +893,47 @@ async fn contract_server_refuses_what_cloudinary_refuses() {
     assert_eq!(asset["bytes"], end as u64);
     assert_eq!(cld.asset("backups/x.json").unwrap().bytes.len(), end);
 }
+
+/// The storage itself, on the contract server.
+async fn open_storage(
+    cld: &CloudinaryServer,
+    options: &str,
+) -> std::sync::Arc<dyn backup_service::storage::Storage> {
+    backup_service::storage::open_with(&cld.url(options), &cld.base)
+        .await
+        .expect("open the Cloudinary storage")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_do_not_wait_for_a_slow_listing_and_are_not_lost_from_it() {
+    let cld = CloudinaryServer::start().await;
+    let storage = open_storage(&cld, "").await;
+    cld.set_list_delay(Duration::from_secs(20));
+    let lister = storage.clone();
+    let listing = tokio::spawn(async move { lister.list("").await });
+    while cld.lists_in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Written while the listing is held back: done before it answers.
+    let name = "backup_2026-01-04T00-00-00-000Z.manifest.json";
+    storage
+        .put_small(name, bytes::Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        cld.lists_in_flight(),
+        1,
+        "the write waited for the listing to finish"
+    );
+    // The listing was taken before the write; the cache has the write anyway.
+    let listed = listing.await.unwrap().unwrap();
+    assert!(listed.iter().any(|n| n == name), "{listed:?}");
+    cld.set_list_delay(Duration::ZERO);
+    let lists = cld.log().iter().filter(|l| *l == "GET list").count();
+    assert_eq!(storage.list("").await.unwrap(), listed);
+    assert_eq!(
+        cld.log().iter().filter(|l| *l == "GET list").count(),
+        lists,
+        "served from the cache"
+    );
+}
