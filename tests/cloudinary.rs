@@ -905,6 +905,75 @@ async fn open_storage(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_multi_part_upload_is_judged_by_its_newest_part() {
+    use backup_service::storage::STALE_AFTER;
+    let cld = CloudinaryServer::start().await;
+    let storage = open_storage(&cld, "").await;
+    // Another replica's upload, running for an hour: parts 1 and 2 are old,
+    // part 3 was just written, the index is not there yet.
+    let running = "backup_2026-01-01T00-00-00-000Z.json";
+    let running_ids: Vec<String> = ["", ".part0002", ".part0003"]
+        .iter()
+        .map(|s| format!("backups/{running}{s}"))
+        .collect();
+    // A crash long ago: every asset old, no index.
+    let crashed = "backup_2020-01-01T00-00-00-000Z.json";
+    let crashed_ids = [
+        format!("backups/{crashed}"),
+        format!("backups/{crashed}.part0002"),
+    ];
+    for id in running_ids.iter().chain(&crashed_ids) {
+        cld.insert(id, "authenticated", b"part");
+    }
+    for id in running_ids[..2].iter().chain(&crashed_ids) {
+        cld.age(id, 3600);
+    }
+    assert_eq!(storage.clean_incomplete().await.unwrap(), 1);
+    let ids = cld.public_ids();
+    for id in &running_ids {
+        assert!(ids.contains(id), "{id} kept: {ids:?}");
+    }
+    assert!(!ids.contains(&crashed_ids[1]), "{ids:?}");
+    // An object's age is its newest asset's.
+    assert!(storage.age(running).await.unwrap() < STALE_AFTER);
+    assert!(storage.age(crashed).await.unwrap() >= STALE_AFTER);
+    // Start-up cleaning as a whole leaves the running upload alone.
+    backup_service::backup::catalog::Catalog::load(storage.as_ref())
+        .await
+        .unwrap();
+    let ids = cld.public_ids();
+    assert_eq!(ids, running_ids, "only the crash's leftovers went");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_fails_and_cleans_up_when_a_part_vanished() {
+    let cld = CloudinaryServer::start().await;
+    let storage = open_storage(&cld, "part_size=1048576").await;
+    let name = "backup_2026-01-02T00-00-00-000Z.json";
+    let data = bytes::Bytes::from(vec![7u8; 2_500_000]);
+
+    // Untouched, the same write finishes in three parts and an index.
+    let mut w = storage.create(name).await.unwrap();
+    w.write(data.clone()).await.unwrap();
+    let stored = w.finish().await.unwrap();
+    assert_eq!(stored.parts.len(), 3);
+    storage.delete(name).await.unwrap();
+    assert!(cld.public_ids().is_empty(), "{:?}", cld.public_ids());
+
+    // Part 2 destroyed while the upload runs (another replica's cleaning).
+    let mut w = storage.create(name).await.unwrap();
+    w.write(data).await.unwrap();
+    assert!(cld.remove(&format!("backups/{name}.part0002")));
+    let e = w.finish().await.unwrap_err();
+    assert!(e.message.contains("vanished"), "{}", e.message);
+    assert!(
+        cld.public_ids().is_empty(),
+        "no index and no other part left: {:?}",
+        cld.public_ids()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_do_not_wait_for_a_slow_listing_and_are_not_lost_from_it() {
     let cld = CloudinaryServer::start().await;
     let storage = open_storage(&cld, "").await;

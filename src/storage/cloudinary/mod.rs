@@ -541,15 +541,18 @@ impl Storage for CloudinaryStorage {
 
     async fn clean_incomplete(&self) -> Result<usize> {
         let assets = self.inner.assets(Duration::ZERO).await?;
+        let newest = newest_by_object(&assets);
         let now = chrono::Utc::now();
         let mut removed = 0;
-        for (name, resource) in &assets {
+        for name in assets.keys() {
             let Some(object) = part_of(name) else {
                 continue;
             };
-            let stale = resource
-                .created()
-                .and_then(|t| (now - t).to_std().ok())
+            // An upload runs as long as it needs: it is judged by its newest
+            // asset, never by an early part.
+            let stale = newest
+                .get(object)
+                .and_then(|t| (now - *t).to_std().ok())
                 .is_some_and(|age| age >= super::STALE_AFTER);
             if stale && !assets.contains_key(&index_name(object)) {
                 tracing::warn!(asset = %name, "removing a part of an interrupted upload");
@@ -568,9 +571,34 @@ impl Storage for CloudinaryStorage {
         Ok(removed)
     }
 
+    /// The age of the object's newest asset (itself, a part or its index).
     async fn age(&self, name: &str) -> Option<Duration> {
         let assets = self.inner.assets(self.config().list_ttl).await.ok()?;
-        let resource = assets.get(name).or_else(|| assets.get(&index_name(name)))?;
-        (chrono::Utc::now() - resource.created()?).to_std().ok()
+        let newest = newest_by_object(&assets).remove(name)?;
+        (chrono::Utc::now() - newest).to_std().ok()
     }
+}
+
+/// The object an asset belongs to: `N` for `N`, `N.partNNNN` and `N.parts.json`.
+fn object_of(name: &str) -> &str {
+    part_of(name)
+        .or_else(|| name.strip_suffix(INDEX_SUFFIX))
+        .unwrap_or(name)
+}
+
+/// For every object, when its newest asset was created. An asset without a
+/// readable `created_at` counts as created now (it is never judged stale).
+fn newest_by_object(
+    assets: &BTreeMap<String, Resource>,
+) -> BTreeMap<String, chrono::DateTime<chrono::Utc>> {
+    let now = chrono::Utc::now();
+    let mut newest: BTreeMap<String, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+    for (name, resource) in assets {
+        let created = resource.created().unwrap_or(now);
+        let entry = newest.entry(object_of(name).to_string()).or_insert(created);
+        if created > *entry {
+            *entry = created;
+        }
+    }
+    newest
 }
