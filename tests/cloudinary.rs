@@ -974,6 +974,32 @@ async fn finish_fails_and_cleans_up_when_a_part_vanished() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_write_goes_out_in_chunks_of_chunk_size() {
+    let chunk = common::cloudinary::MIN_CHUNK;
+    let cld = CloudinaryServer::start().await;
+    let storage = open_storage(&cld, &format!("chunk_size={chunk}")).await;
+    let name = "backup_2026-01-03T00-00-00-000Z.json";
+    let data: Vec<u8> = (0..3 * chunk + 1000).map(|i| (i % 251) as u8).collect();
+    let mut w = storage.create(name).await.unwrap();
+    // One write of more than three chunks.
+    w.write(bytes::Bytes::from(data.clone())).await.unwrap();
+    w.finish().await.unwrap();
+    let sizes: Vec<u64> = cld
+        .log()
+        .iter()
+        .filter_map(|l| l.strip_prefix("POST upload bytes "))
+        .map(|range| {
+            let (span, _) = range.split_once('/').unwrap();
+            let (a, b) = span.split_once('-').unwrap();
+            b.parse::<u64>().unwrap() - a.parse::<u64>().unwrap() + 1
+        })
+        .collect();
+    assert_eq!(sizes.len(), 4, "{sizes:?}");
+    assert!(sizes.iter().all(|s| *s <= chunk as u64), "{sizes:?}");
+    assert!(cld.asset(&format!("backups/{name}")).unwrap().bytes == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_do_not_wait_for_a_slow_listing_and_are_not_lost_from_it() {
     let cld = CloudinaryServer::start().await;
     let storage = open_storage(&cld, "").await;

@@ -14,6 +14,8 @@ pub const DEFAULT_FOLDER: &str = "backups";
 pub const DEFAULT_CHUNK_SIZE: u64 = 20_000_000;
 /// Cloudinary refuses non-final chunks under 5 MB.
 pub const MIN_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
+/// Largest chunk accepted: a chunk is held in memory and sent as one request.
+pub const MAX_CHUNK_SIZE: u64 = 100_000_000;
 /// Smallest part size accepted from configuration.
 pub const MIN_PART_SIZE: u64 = 1024 * 1024;
 pub const DEFAULT_RETRIES: u32 = 5;
@@ -205,6 +207,12 @@ impl CloudinaryConfig {
                 config.chunk_size
             )));
         }
+        if config.chunk_size > MAX_CHUNK_SIZE {
+            return Err(Error::invalid(format!(
+                "Cloudinary chunk_size {} is above the maximum of {MAX_CHUNK_SIZE} bytes (a chunk is held in memory and sent as one request)",
+                config.chunk_size
+            )));
+        }
         let base = url::Url::parse(&config.api_base).map_err(|_| {
             Error::invalid(format!(
                 "CLOUDINARY_API_BASE {:?} is not a URL",
@@ -303,9 +311,24 @@ mod tests {
             "cloudinary://k:topsecret@demo?part_size=10",
             "cloudinary://k:topsecret@demo?color=blue",
             "cloudinary://k:topsecret@demo/path",
+            "cloudinary://k:topsecret@demo?chunk_size=100000001",
         ] {
             let e = CloudinaryConfig::parse(bad, DEFAULT_API_BASE).unwrap_err();
             assert!(!e.message.contains("topsecret"), "{bad}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn chunk_size_is_bounded() {
+        let parse = |size: u64| {
+            CloudinaryConfig::parse(
+                &format!("cloudinary://k:s@demo?chunk_size={size}"),
+                DEFAULT_API_BASE,
+            )
+        };
+        assert_eq!(parse(MAX_CHUNK_SIZE).unwrap().chunk_size, MAX_CHUNK_SIZE);
+        let e = parse(MAX_CHUNK_SIZE + 1).unwrap_err();
+        assert!(e.message.contains("above the maximum"), "{}", e.message);
+        assert!(parse(MIN_CHUNK_SIZE - 1).is_err());
     }
 }

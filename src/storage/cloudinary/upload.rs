@@ -143,13 +143,17 @@ impl CloudinaryWriter {
                 self.close_asset().await?;
                 continue;
             }
-            let take = ((self.cap - used) as usize).min(data.len());
+            // Never buffer more than one chunk and a byte, however big the write.
+            let room = (self.chunk as usize + 1)
+                .saturating_sub(self.buf.len())
+                .max(1);
+            let take = ((self.cap - used) as usize).min(data.len()).min(room);
             let piece = data.split_to(take);
             self.part_hasher.update(&piece);
             self.total_hasher.update(&piece);
             self.total += take as u64;
             self.buf.extend_from_slice(&piece);
-            if self.buf.len() as u64 > self.chunk {
+            while self.buf.len() as u64 > self.chunk {
                 // More than a chunk buffered, so the first chunk is not the last.
                 self.send_chunk().await?;
             }
