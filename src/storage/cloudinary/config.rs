@@ -100,6 +100,29 @@ fn decode(what: &str, raw: &str) -> Result<String> {
         })
 }
 
+/// `CLOUDINARY_API_BASE` must be https: the Admin API sends the secret as
+/// Basic auth. Plain http only reaches this machine (a local test server).
+fn check_api_base(raw: &str) -> Result<()> {
+    let base = url::Url::parse(raw)
+        .map_err(|_| Error::invalid(format!("CLOUDINARY_API_BASE {raw:?} is not a URL")))?;
+    let loopback = match base.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match base.scheme() {
+        "https" if base.host().is_some() => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(Error::invalid(format!(
+            "CLOUDINARY_API_BASE {raw:?}: plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use https, the API key and secret would cross the network unencrypted"
+        ))),
+        _ => Err(Error::invalid(format!(
+            "CLOUDINARY_API_BASE {raw:?} must be an https URL"
+        ))),
+    }
+}
+
 impl CloudinaryConfig {
     /// Parses a `cloudinary://` URL; `api_base` comes from `CLOUDINARY_API_BASE`.
     /// Errors never contain the secret.
@@ -213,15 +236,7 @@ impl CloudinaryConfig {
                 config.chunk_size
             )));
         }
-        let base = url::Url::parse(&config.api_base).map_err(|_| {
-            Error::invalid(format!(
-                "CLOUDINARY_API_BASE {:?} is not a URL",
-                config.api_base
-            ))
-        })?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(Error::invalid("CLOUDINARY_API_BASE must be an http(s) URL"));
-        }
+        check_api_base(&config.api_base)?;
         Ok(config)
     }
 
@@ -330,5 +345,39 @@ mod tests {
         let e = parse(MAX_CHUNK_SIZE + 1).unwrap_err();
         assert!(e.message.contains("above the maximum"), "{}", e.message);
         assert!(parse(MIN_CHUNK_SIZE - 1).is_err());
+    }
+
+    #[test]
+    fn plain_http_api_base_only_to_loopback() {
+        let parse = |base: &str| CloudinaryConfig::parse("cloudinary://k:s@demo", base);
+        for ok in [
+            "https://api.cloudinary.com",
+            "https://api-eu.cloudinary.com/",
+            "http://127.0.0.1:9",
+            "http://127.8.9.10",
+            "http://[::1]:8080",
+            "http://localhost:9",
+            "http://LOCALHOST",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://api.cloudinary.com",
+            "http://10.0.0.5:9",
+            "http://[fe80::1]",
+            "http://localhost.evil.example",
+            "http://128.0.0.1",
+            "ftp://127.0.0.1",
+            "not a url",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(
+                e.message.contains("CLOUDINARY_API_BASE"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        let e = parse("http://api.cloudinary.com").unwrap_err();
+        assert!(e.message.contains("loopback"), "{}", e.message);
     }
 }
