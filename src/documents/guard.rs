@@ -10,7 +10,8 @@
 //!   resolver the HTTP client uses, so every answer is checked, and directly
 //!   for URLs with a literal IP;
 //! - redirects go through the same checks (see `fetch`);
-//! - `file://` only under `DOCUMENT_ROOT` after canonicalization.
+//! - `file://` only under `DOCUMENT_ROOT` after canonicalization, opened
+//!   without blocking and kept only if a regular file.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -267,7 +268,39 @@ impl Policy {
     }
 }
 
+/// Opens `path` for reading without ever blocking on it (a FIFO or device
+/// swapped in after a check would otherwise hang the open), and keeps it only
+/// when what was opened is a regular file. `O_NONBLOCK` has no effect on
+/// reading a regular file.
+pub fn open_regular(path: &Path) -> std::result::Result<std::fs::File, Refused> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Refused(format!("cannot open the file: {}", e.kind())))?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| Refused(format!("cannot check the opened file: {}", e.kind())))?;
+    if !metadata.is_file() {
+        return Err(Refused("not a regular file".into()));
+    }
+    Ok(file)
+}
+
 impl Policy {
+    /// Checks a `file://` URL, opens the file and checks what was opened
+    /// (blocking: call it off the async runtime's workers).
+    pub fn open_file(&self, url: &Url) -> std::result::Result<(std::fs::File, PathBuf), Refused> {
+        let path = self.check_file(url)?;
+        let file = open_regular(&path)?;
+        // The path was checked before it was opened; make sure what was
+        // opened is still inside the root (a directory swapped for a
+        // symlink in between would otherwise lead out).
+        self.check_opened(&file)?;
+        Ok((file, path))
+    }
+
     /// Whether an opened file really is under `DOCUMENT_ROOT`, by what the
     /// kernel says the descriptor points at (Linux; elsewhere the path check
     /// before opening stands alone).
@@ -439,5 +472,32 @@ mod tests {
         assert!(p.check_file(&file(&root.join("sub"))).is_err());
         let none = Policy::new(&[], None).unwrap();
         assert!(none.check_file(&file(&root.join("sub/a.pdf"))).is_err());
+        let (_, path) = p.open_file(&file(&root.join("sub/a.pdf"))).unwrap();
+        assert!(path.ends_with("sub/a.pdf"));
+    }
+
+    #[test]
+    fn opening_a_fifo_neither_blocks_nor_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("swapped.pdf");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Opened directly, as after a check that saw a regular file: a
+        // blocking open would wait for a writer forever.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_regular(&path).map(|_| ()));
+        });
+        let opened = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("opening a FIFO must not block");
+        let refused = opened.unwrap_err();
+        assert!(refused.0.contains("not a regular file"), "{refused}");
+        let p = Policy::new(&[], Some(dir.path())).unwrap();
+        assert!(p.open_file(&Url::from_file_path(&fifo).unwrap()).is_err());
     }
 }
