@@ -3,7 +3,8 @@
 //! - http and https only to hosts in `DOCUMENT_ALLOWED_HOSTS` (names compare
 //!   case-insensitively; entries may also be IP addresses or CIDR ranges);
 //! - addresses in private, loopback, link-local, unique-local, unspecified,
-//!   multicast, CGNAT and other special ranges (also in their IPv4-mapped,
+//!   multicast, CGNAT, documentation, discard-only, Teredo and other special
+//!   ranges (also in their IPv4-mapped, IPv4-translated, NAT64, local-use
 //!   NAT64 and 6to4 forms) are refused unless the address itself is listed
 //!   (an IP or a CIDR entry). Listing a host *name* never unlocks a private
 //!   address: that is what keeps DNS rebinding out. The rule runs in the DNS
@@ -75,8 +76,11 @@ fn v4_special(ip: Ipv4Addr) -> Option<&'static str> {
         ([169, 254, 0, 0], 16, "link-local"),
         ([172, 16, 0, 0], 12, "private"),
         ([192, 0, 0, 0], 24, "IETF protocol assignment"),
+        ([192, 0, 2, 0], 24, "documentation"),
         ([192, 168, 0, 0], 16, "private"),
         ([198, 18, 0, 0], 15, "benchmarking"),
+        ([198, 51, 100, 0], 24, "documentation"),
+        ([203, 0, 113, 0], 24, "documentation"),
         ([224, 0, 0, 0], 4, "multicast"),
         ([240, 0, 0, 0], 4, "reserved/broadcast"),
     ];
@@ -102,9 +106,21 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
             let net = |s: &str| s.parse::<Ipv6Addr>().map(IpAddr::V6);
             let check =
                 |prefix: &str, len: u8| net(prefix).is_ok_and(|n| in_net(IpAddr::V6(v6), n, len));
-            if check("::ffff:0:0", 96) || check("64:ff9b::", 96) {
-                // IPv4-mapped and NAT64 forms: judge the IPv4 address.
+            if check("::ffff:0:0", 96)
+                || check("::ffff:0:0:0", 96)
+                || check("64:ff9b::", 96)
+                || check("64:ff9b:1::", 48)
+            {
+                // IPv4-mapped, IPv4-translated (SIIT), NAT64 and local-use
+                // NAT64 forms: judge the IPv4 address in the last 32 bits
+                // (local-use prefixes are taken as /96 ones, as deployed).
                 return v4_special(embedded(raw));
+            }
+            if check("2001::", 32) {
+                return Some("Teredo");
+            }
+            if check("100::", 64) {
+                return Some("discard-only");
             }
             if check("::", 96) {
                 return Some("IPv4-compatible (deprecated)");
@@ -409,6 +425,19 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
             "::127.0.0.1",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.200",
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1:ffff::7f00:1",
+            "64:ff9b:1::c0a8:101",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "100::1",
+            "100::ffff:ffff:ffff:ffff",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            "::ffff:0:a9fe:a9fe",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(special_range(ip).is_some(), "{ip} is special");
@@ -418,6 +447,13 @@ mod tests {
             "151.101.1.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "64:ff9b:1::808:808",
+            "::ffff:0:808:808",
+            "100:0:0:1::1",
+            "2001:4860:4860::8888",
+            "198.51.101.1",
+            "203.0.114.1",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(special_range(ip).is_none(), "{ip} is public");
