@@ -696,6 +696,23 @@ async fn documents_come_back_out_byte_for_byte_and_tampering_is_refused() {
     };
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     assert!(refused.message().contains("DOCUMENT_RESTORE_ROOT"));
+    // A dry run checks documents_dir but creates nothing.
+    let mut stream = client
+        .restore_backup(RestoreBackupRequest {
+            backup_id: backup.backup_id.clone(),
+            target_url: target.url.clone(),
+            dry_run: true,
+            documents_dir: "dry-run/docs".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("dry run starts")
+        .into_inner();
+    while stream.message().await.expect("dry run progress").is_some() {}
+    assert!(
+        !restore_root.path().join("dry-run").exists(),
+        "a dry run created documents_dir"
+    );
     let mut stream = client
         .restore_backup(RestoreBackupRequest {
             backup_id: backup.backup_id.clone(),
