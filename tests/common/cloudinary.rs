@@ -6,7 +6,10 @@
 //! requires Basic auth on the Admin API and sends rate-limit headers (and 420
 //! when told to); runs chunked uploads (`X-Unique-Upload-Id`,
 //! `Content-Range`) with the 5 MB minimum for non-final chunks and
-//! contiguity; enforces a per-asset cap; pages listings with `next_cursor`;
+//! contiguity (it accepts a total of `-1` on non-final chunks, as the
+//! service sends: an assumption from Cloudinary's SDKs, not from its
+//! documentation, which only shows `bytes a-b/total`); enforces a
+//! per-asset cap; pages listings with `next_cursor`;
 //! checks `expires_at` on signed downloads; and fails chosen requests with a
 //! 500 or a dropped connection, once or for good. Its assets are inspectable.
 #![allow(dead_code)]
