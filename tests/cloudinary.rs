@@ -893,3 +893,142 @@ async fn contract_server_refuses_what_cloudinary_refuses() {
     assert_eq!(asset["bytes"], end as u64);
     assert_eq!(cld.asset("backups/x.json").unwrap().bytes.len(), end);
 }
+
+/// The storage itself, on the contract server.
+async fn open_storage(
+    cld: &CloudinaryServer,
+    options: &str,
+) -> std::sync::Arc<dyn backup_service::storage::Storage> {
+    backup_service::storage::open_with(&cld.url(options), &cld.base)
+        .await
+        .expect("open the Cloudinary storage")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_multi_part_upload_is_judged_by_its_newest_part() {
+    use backup_service::storage::STALE_AFTER;
+    let cld = CloudinaryServer::start().await;
+    let storage = open_storage(&cld, "").await;
+    // Another replica's upload, running for an hour: parts 1 and 2 are old,
+    // part 3 was just written, the index is not there yet.
+    let running = "backup_2026-01-01T00-00-00-000Z.json";
+    let running_ids: Vec<String> = ["", ".part0002", ".part0003"]
+        .iter()
+        .map(|s| format!("backups/{running}{s}"))
+        .collect();
+    // A crash long ago: every asset old, no index.
+    let crashed = "backup_2020-01-01T00-00-00-000Z.json";
+    let crashed_ids = [
+        format!("backups/{crashed}"),
+        format!("backups/{crashed}.part0002"),
+    ];
+    for id in running_ids.iter().chain(&crashed_ids) {
+        cld.insert(id, "authenticated", b"part");
+    }
+    for id in running_ids[..2].iter().chain(&crashed_ids) {
+        cld.age(id, 3600);
+    }
+    assert_eq!(storage.clean_incomplete().await.unwrap(), 1);
+    let ids = cld.public_ids();
+    for id in &running_ids {
+        assert!(ids.contains(id), "{id} kept: {ids:?}");
+    }
+    assert!(!ids.contains(&crashed_ids[1]), "{ids:?}");
+    // An object's age is its newest asset's.
+    assert!(storage.age(running).await.unwrap() < STALE_AFTER);
+    assert!(storage.age(crashed).await.unwrap() >= STALE_AFTER);
+    // Start-up cleaning as a whole leaves the running upload alone.
+    backup_service::backup::catalog::Catalog::load(storage.as_ref())
+        .await
+        .unwrap();
+    let ids = cld.public_ids();
+    assert_eq!(ids, running_ids, "only the crash's leftovers went");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_fails_and_cleans_up_when_a_part_vanished() {
+    let cld = CloudinaryServer::start().await;
+    let storage = open_storage(&cld, "part_size=1048576").await;
+    let name = "backup_2026-01-02T00-00-00-000Z.json";
+    let data = bytes::Bytes::from(vec![7u8; 2_500_000]);
+
+    // Untouched, the same write finishes in three parts and an index.
+    let mut w = storage.create(name).await.unwrap();
+    w.write(data.clone()).await.unwrap();
+    let stored = w.finish().await.unwrap();
+    assert_eq!(stored.parts.len(), 3);
+    storage.delete(name).await.unwrap();
+    assert!(cld.public_ids().is_empty(), "{:?}", cld.public_ids());
+
+    // Part 2 destroyed while the upload runs (another replica's cleaning).
+    let mut w = storage.create(name).await.unwrap();
+    w.write(data).await.unwrap();
+    assert!(cld.remove(&format!("backups/{name}.part0002")));
+    let e = w.finish().await.unwrap_err();
+    assert!(e.message.contains("vanished"), "{}", e.message);
+    assert!(
+        cld.public_ids().is_empty(),
+        "no index and no other part left: {:?}",
+        cld.public_ids()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_write_goes_out_in_chunks_of_chunk_size() {
+    let chunk = common::cloudinary::MIN_CHUNK;
+    let cld = CloudinaryServer::start().await;
+    let storage = open_storage(&cld, &format!("chunk_size={chunk}")).await;
+    let name = "backup_2026-01-03T00-00-00-000Z.json";
+    let data: Vec<u8> = (0..3 * chunk + 1000).map(|i| (i % 251) as u8).collect();
+    let mut w = storage.create(name).await.unwrap();
+    // One write of more than three chunks.
+    w.write(bytes::Bytes::from(data.clone())).await.unwrap();
+    w.finish().await.unwrap();
+    let sizes: Vec<u64> = cld
+        .log()
+        .iter()
+        .filter_map(|l| l.strip_prefix("POST upload bytes "))
+        .map(|range| {
+            let (span, _) = range.split_once('/').unwrap();
+            let (a, b) = span.split_once('-').unwrap();
+            b.parse::<u64>().unwrap() - a.parse::<u64>().unwrap() + 1
+        })
+        .collect();
+    assert_eq!(sizes.len(), 4, "{sizes:?}");
+    assert!(sizes.iter().all(|s| *s <= chunk as u64), "{sizes:?}");
+    assert!(cld.asset(&format!("backups/{name}")).unwrap().bytes == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_do_not_wait_for_a_slow_listing_and_are_not_lost_from_it() {
+    let cld = CloudinaryServer::start().await;
+    let storage = open_storage(&cld, "").await;
+    cld.set_list_delay(Duration::from_secs(20));
+    let lister = storage.clone();
+    let listing = tokio::spawn(async move { lister.list("").await });
+    while cld.lists_in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Written while the listing is held back: done before it answers.
+    let name = "backup_2026-01-04T00-00-00-000Z.manifest.json";
+    storage
+        .put_small(name, bytes::Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        cld.lists_in_flight(),
+        1,
+        "the write waited for the listing to finish"
+    );
+    // The listing was taken before the write; the cache has the write anyway.
+    let listed = listing.await.unwrap().unwrap();
+    assert!(listed.iter().any(|n| n == name), "{listed:?}");
+    cld.set_list_delay(Duration::ZERO);
+    let lists = cld.log().iter().filter(|l| *l == "GET list").count();
+    assert_eq!(storage.list("").await.unwrap(), listed);
+    assert_eq!(
+        cld.log().iter().filter(|l| *l == "GET list").count(),
+        lists,
+        "served from the cache"
+    );
+}

@@ -346,6 +346,15 @@ async fn unfetchable_documents_are_warnings_and_strict_mode_fails_the_backup() {
         root.path().join("escape.pdf"),
     )
     .unwrap();
+    // A FIFO under the root: refused, and the backup does not hang on it.
+    let fifo = root.path().join("pipe.pdf");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     let ok = format!("http://{addr}/docs/contract.pdf");
     let inside = url::Url::from_file_path(root.path().join("scan.pdf"))
         .unwrap()
@@ -378,6 +387,10 @@ async fn unfetchable_documents_are_warnings_and_strict_mode_fails_the_backup() {
             "outside DOCUMENT_ROOT",
         ),
         ("ftp://127.0.0.1/a.pdf".into(), "scheme"),
+        (
+            url::Url::from_file_path(&fifo).unwrap().to_string(),
+            "not a regular file",
+        ),
     ];
     let member: Vec<String> = bad.iter().map(|(u, _)| u.clone()).collect();
     insert_urls(&db, &[ok.clone(), inside.clone()], &member).await;
@@ -387,8 +400,9 @@ async fn unfetchable_documents_are_warnings_and_strict_mode_fails_the_backup() {
     cfg.document_root = Some(root.path().to_path_buf());
     let server = start(&cfg).await;
     let mut client = admin_client(server.grpc_addr).await;
-    let backup = create(&mut client, true)
+    let backup = tokio::time::timeout(Duration::from_secs(600), create(&mut client, true))
         .await
+        .expect("the backup does not hang")
         .expect("completes despite warnings");
     assert_eq!(backup.document_count, 2);
     assert_eq!(backup.warning_count, bad.len() as u64);
@@ -682,6 +696,23 @@ async fn documents_come_back_out_byte_for_byte_and_tampering_is_refused() {
     };
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     assert!(refused.message().contains("DOCUMENT_RESTORE_ROOT"));
+    // A dry run checks documents_dir but creates nothing.
+    let mut stream = client
+        .restore_backup(RestoreBackupRequest {
+            backup_id: backup.backup_id.clone(),
+            target_url: target.url.clone(),
+            dry_run: true,
+            documents_dir: "dry-run/docs".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("dry run starts")
+        .into_inner();
+    while stream.message().await.expect("dry run progress").is_some() {}
+    assert!(
+        !restore_root.path().join("dry-run").exists(),
+        "a dry run created documents_dir"
+    );
     let mut stream = client
         .restore_backup(RestoreBackupRequest {
             backup_id: backup.backup_id.clone(),

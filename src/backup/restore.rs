@@ -271,6 +271,7 @@ impl Backups {
             Some(dir) => Some(crate::documents::extract::restore_dir(
                 self.documents.restore_root.as_deref(),
                 dir,
+                !options.dry_run,
             )?),
             None => None,
         };

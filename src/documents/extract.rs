@@ -79,8 +79,9 @@ fn percent_decode(s: &str) -> String {
 
 /// A directory a restore may write documents into: `requested` relative to
 /// `root`, or absolute inside it; no `..`, and still inside `root` once
-/// symlinks are resolved. Created when missing.
-pub fn restore_dir(root: Option<&Path>, requested: &str) -> Result<PathBuf> {
+/// symlinks are resolved. Created when missing if `create` (not in a dry
+/// run, which only checks).
+pub fn restore_dir(root: Option<&Path>, requested: &str, create: bool) -> Result<PathBuf> {
     let root = root.ok_or_else(|| {
         Error::precondition(
             "documents_dir needs DOCUMENT_RESTORE_ROOT to be configured on the server; no documents were written",
@@ -113,6 +114,13 @@ pub fn restore_dir(root: Option<&Path>, requested: &str) -> Result<PathBuf> {
         .map_err(|e| Error::storage_io(&format!("resolving documents_dir {requested:?}"), &e))?;
     if !real.starts_with(root) {
         return Err(outside());
+    }
+    if !create {
+        return Ok(if existing == full.as_path() {
+            real
+        } else {
+            full
+        });
     }
     std::fs::create_dir_all(&full)
         .map_err(|e| Error::storage_io(&format!("creating documents_dir {requested:?}"), &e))?;
@@ -356,16 +364,27 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(tmp.path()).unwrap();
         assert!(
-            restore_dir(Some(&root), "restore-1")
+            restore_dir(Some(&root), "restore-1", true)
                 .unwrap()
                 .starts_with(&root)
         );
+        assert!(root.join("restore-1").is_dir());
         let inside = root.join("abs");
-        assert!(restore_dir(Some(&root), inside.to_str().unwrap()).is_ok());
-        assert!(restore_dir(Some(&root), "../x").is_err());
-        assert!(restore_dir(Some(&root), "/etc").is_err());
+        assert!(restore_dir(Some(&root), inside.to_str().unwrap(), true).is_ok());
         std::os::unix::fs::symlink("/tmp", root.join("link")).unwrap();
-        assert!(restore_dir(Some(&root), "link/x").is_err());
-        assert!(restore_dir(None, "x").is_err());
+        for create in [true, false] {
+            assert!(restore_dir(Some(&root), "../x", create).is_err());
+            assert!(restore_dir(Some(&root), "/etc", create).is_err());
+            assert!(restore_dir(Some(&root), "link/x", create).is_err());
+            assert!(restore_dir(None, "x", create).is_err());
+        }
+        // A dry run checks and creates nothing.
+        let dry = restore_dir(Some(&root), "dry/run", false).unwrap();
+        assert_eq!(dry, root.join("dry/run"));
+        assert!(!root.join("dry").exists());
+        assert_eq!(
+            restore_dir(Some(&root), "restore-1", false).unwrap(),
+            root.join("restore-1")
+        );
     }
 }

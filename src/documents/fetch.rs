@@ -17,6 +17,12 @@ use crate::error::{Error, Result};
 /// Redirects followed per document, each checked like the first URL.
 const MAX_REDIRECTS: usize = 5;
 const WRITE_BUFFER: usize = 256 * 1024;
+/// Longer URLs are not fetched (no server takes them) and are listed cut
+/// short, so every line of the documents section stays far below the
+/// reader's `MAX_DOCUMENT_LINE`.
+pub const MAX_URL_BYTES: usize = 64 * 1024;
+/// A longer Content-Type is replaced by `application/octet-stream`.
+const MAX_CONTENT_TYPE_BYTES: usize = 1024;
 
 /// A document in a temp file, rewound to its start.
 pub struct Fetched {
@@ -93,6 +99,18 @@ impl Fetcher {
                 reason,
             })
         };
+        if url.len() > MAX_URL_BYTES {
+            let mut cut = MAX_URL_BYTES;
+            while !url.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let reason = format!("URL longer than {MAX_URL_BYTES} bytes (listed cut short)");
+            tracing::warn!(url = %redact_document_url(url), %reason, "document could not be fetched");
+            return Outcome::Missing(MissingDocument {
+                url: url[..cut].to_string(),
+                reason,
+            });
+        }
         let parsed = match Url::parse(url) {
             Ok(u) => u,
             Err(e) => return missing(format!("not a valid URL: {e}")),
@@ -163,6 +181,7 @@ impl Fetcher {
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= MAX_CONTENT_TYPE_BYTES)
             .map(str::to_string)
             .unwrap_or_else(|| "application/octet-stream".into());
         let mut body = response.bytes_stream();
@@ -175,19 +194,13 @@ impl Fetcher {
     }
 
     async fn fetch_file(&self, url: &Url) -> std::result::Result<Fetched, Failure> {
-        let path = self
-            .settings
-            .policy
-            .check_file(url)
-            .map_err(|r| Failure::permanent(r.to_string()))?;
-        let file = std::fs::File::open(&path)
-            .map_err(|e| Failure::permanent(format!("cannot open the file: {}", e.kind())))?;
-        // The path was checked before it was opened; make sure what was
-        // opened is still inside the root (a directory swapped for a
-        // symlink in between would otherwise lead out).
-        self.settings
-            .policy
-            .check_opened(&file)
+        // Resolving, checking and opening touch the file system: off the
+        // runtime's workers.
+        let policy = self.settings.policy.clone();
+        let checked = url.clone();
+        let (file, path) = tokio::task::spawn_blocking(move || policy.open_file(&checked))
+            .await
+            .map_err(|e| Failure::permanent(format!("opening the file stopped: {e}")))?
             .map_err(|r| Failure::permanent(r.to_string()))?;
         let mut file = tokio::fs::File::from_std(file);
         let cap = self.settings.max_bytes;

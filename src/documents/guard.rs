@@ -3,14 +3,16 @@
 //! - http and https only to hosts in `DOCUMENT_ALLOWED_HOSTS` (names compare
 //!   case-insensitively; entries may also be IP addresses or CIDR ranges);
 //! - addresses in private, loopback, link-local, unique-local, unspecified,
-//!   multicast, CGNAT and other special ranges (also in their IPv4-mapped,
+//!   multicast, CGNAT, documentation, discard-only, Teredo and other special
+//!   ranges (also in their IPv4-mapped, IPv4-translated, NAT64, local-use
 //!   NAT64 and 6to4 forms) are refused unless the address itself is listed
 //!   (an IP or a CIDR entry). Listing a host *name* never unlocks a private
 //!   address: that is what keeps DNS rebinding out. The rule runs in the DNS
 //!   resolver the HTTP client uses, so every answer is checked, and directly
 //!   for URLs with a literal IP;
 //! - redirects go through the same checks (see `fetch`);
-//! - `file://` only under `DOCUMENT_ROOT` after canonicalization.
+//! - `file://` only under `DOCUMENT_ROOT` after canonicalization, opened
+//!   without blocking and kept only if a regular file.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -74,8 +76,11 @@ fn v4_special(ip: Ipv4Addr) -> Option<&'static str> {
         ([169, 254, 0, 0], 16, "link-local"),
         ([172, 16, 0, 0], 12, "private"),
         ([192, 0, 0, 0], 24, "IETF protocol assignment"),
+        ([192, 0, 2, 0], 24, "documentation"),
         ([192, 168, 0, 0], 16, "private"),
         ([198, 18, 0, 0], 15, "benchmarking"),
+        ([198, 51, 100, 0], 24, "documentation"),
+        ([203, 0, 113, 0], 24, "documentation"),
         ([224, 0, 0, 0], 4, "multicast"),
         ([240, 0, 0, 0], 4, "reserved/broadcast"),
     ];
@@ -101,9 +106,21 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
             let net = |s: &str| s.parse::<Ipv6Addr>().map(IpAddr::V6);
             let check =
                 |prefix: &str, len: u8| net(prefix).is_ok_and(|n| in_net(IpAddr::V6(v6), n, len));
-            if check("::ffff:0:0", 96) || check("64:ff9b::", 96) {
-                // IPv4-mapped and NAT64 forms: judge the IPv4 address.
+            if check("::ffff:0:0", 96)
+                || check("::ffff:0:0:0", 96)
+                || check("64:ff9b::", 96)
+                || check("64:ff9b:1::", 48)
+            {
+                // IPv4-mapped, IPv4-translated (SIIT), NAT64 and local-use
+                // NAT64 forms: judge the IPv4 address in the last 32 bits
+                // (local-use prefixes are taken as /96 ones, as deployed).
                 return v4_special(embedded(raw));
+            }
+            if check("2001::", 32) {
+                return Some("Teredo");
+            }
+            if check("100::", 64) {
+                return Some("discard-only");
             }
             if check("::", 96) {
                 return Some("IPv4-compatible (deprecated)");
@@ -267,7 +284,39 @@ impl Policy {
     }
 }
 
+/// Opens `path` for reading without ever blocking on it (a FIFO or device
+/// swapped in after a check would otherwise hang the open), and keeps it only
+/// when what was opened is a regular file. `O_NONBLOCK` has no effect on
+/// reading a regular file.
+pub fn open_regular(path: &Path) -> std::result::Result<std::fs::File, Refused> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Refused(format!("cannot open the file: {}", e.kind())))?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| Refused(format!("cannot check the opened file: {}", e.kind())))?;
+    if !metadata.is_file() {
+        return Err(Refused("not a regular file".into()));
+    }
+    Ok(file)
+}
+
 impl Policy {
+    /// Checks a `file://` URL, opens the file and checks what was opened
+    /// (blocking: call it off the async runtime's workers).
+    pub fn open_file(&self, url: &Url) -> std::result::Result<(std::fs::File, PathBuf), Refused> {
+        let path = self.check_file(url)?;
+        let file = open_regular(&path)?;
+        // The path was checked before it was opened; make sure what was
+        // opened is still inside the root (a directory swapped for a
+        // symlink in between would otherwise lead out).
+        self.check_opened(&file)?;
+        Ok((file, path))
+    }
+
     /// Whether an opened file really is under `DOCUMENT_ROOT`, by what the
     /// kernel says the descriptor points at (Linux; elsewhere the path check
     /// before opening stands alone).
@@ -376,6 +425,19 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
             "::127.0.0.1",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.200",
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1:ffff::7f00:1",
+            "64:ff9b:1::c0a8:101",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "100::1",
+            "100::ffff:ffff:ffff:ffff",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            "::ffff:0:a9fe:a9fe",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(special_range(ip).is_some(), "{ip} is special");
@@ -385,6 +447,13 @@ mod tests {
             "151.101.1.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "64:ff9b:1::808:808",
+            "::ffff:0:808:808",
+            "100:0:0:1::1",
+            "2001:4860:4860::8888",
+            "198.51.101.1",
+            "203.0.114.1",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(special_range(ip).is_none(), "{ip} is public");
@@ -439,5 +508,32 @@ mod tests {
         assert!(p.check_file(&file(&root.join("sub"))).is_err());
         let none = Policy::new(&[], None).unwrap();
         assert!(none.check_file(&file(&root.join("sub/a.pdf"))).is_err());
+        let (_, path) = p.open_file(&file(&root.join("sub/a.pdf"))).unwrap();
+        assert!(path.ends_with("sub/a.pdf"));
+    }
+
+    #[test]
+    fn opening_a_fifo_neither_blocks_nor_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("swapped.pdf");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Opened directly, as after a check that saw a regular file: a
+        // blocking open would wait for a writer forever.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_regular(&path).map(|_| ()));
+        });
+        let opened = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("opening a FIFO must not block");
+        let refused = opened.unwrap_err();
+        assert!(refused.0.contains("not a regular file"), "{refused}");
+        let p = Policy::new(&[], Some(dir.path())).unwrap();
+        assert!(p.open_file(&Url::from_file_path(&fifo).unwrap()).is_err());
     }
 }

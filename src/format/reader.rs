@@ -18,6 +18,10 @@ use crate::storage::ByteStream;
 
 /// A row longer than this is taken as a broken file, not a row.
 const MAX_LINE: usize = 1 << 30;
+/// The longest line of the documents section: a base64 chunk is 64 KiB, and
+/// a document start or missing-document line holds one URL (at most
+/// `MAX_URL_BYTES`, escaped) and a content type or a reason.
+pub const MAX_DOCUMENT_LINE: usize = 1 << 20;
 
 /// The error for a file that is not a complete, untampered backup.
 pub fn corrupt(message: impl std::fmt::Display) -> Error {
@@ -152,7 +156,7 @@ impl BackupReader {
             },
             totals: None,
         };
-        if !reader.next_line(true).await? {
+        if !reader.next_line(true, MAX_LINE).await? {
             return Err(corrupt("empty file"));
         }
         let header_json = reader
@@ -176,7 +180,7 @@ impl BackupReader {
         }
         reader.counts = vec![0; header.tables.len()];
         reader.header = header;
-        if !reader.next_line(true).await? || reader.line != b"\"data\":[" {
+        if !reader.next_line(true, MAX_LINE).await? || reader.line != b"\"data\":[" {
             return Err(corrupt("missing data section"));
         }
         Ok(reader)
@@ -204,7 +208,7 @@ impl BackupReader {
                 State::Done => return Ok(None),
                 State::AfterData | State::Trailer => {
                     let body = (hex::encode(self.hasher.clone().finalize()), self.hashed);
-                    if !self.next_line(true).await? {
+                    if !self.next_line(true, MAX_LINE).await? {
                         return Err(corrupt("file is truncated before its trailer"));
                     }
                     let documents_next = self.state == State::AfterData
@@ -224,7 +228,7 @@ impl BackupReader {
                     return Ok(None);
                 }
                 State::Documents => {
-                    if !self.next_line(true).await? {
+                    if !self.next_line(true, MAX_DOCUMENT_LINE).await? {
                         return Err(corrupt("file is truncated"));
                     }
                     if self.line == b"]," {
@@ -267,7 +271,7 @@ impl BackupReader {
                     }
                 }
                 State::InDocument => {
-                    if !self.next_line(true).await? {
+                    if !self.next_line(true, MAX_DOCUMENT_LINE).await? {
                         return Err(corrupt("file is truncated"));
                     }
                     if let Some(end) = self.line.strip_prefix(b"],") {
@@ -336,14 +340,15 @@ impl BackupReader {
                     }
                 }
                 State::MissingStart => {
-                    if !self.next_line(true).await? || self.line != MISSING_LINE {
+                    if !self.next_line(true, MAX_DOCUMENT_LINE).await? || self.line != MISSING_LINE
+                    {
                         return Err(corrupt("missing the missingDocuments list"));
                     }
                     self.expect_more = false;
                     self.state = State::Missing;
                 }
                 State::Missing => {
-                    if !self.next_line(true).await? {
+                    if !self.next_line(true, MAX_DOCUMENT_LINE).await? {
                         return Err(corrupt("file is truncated"));
                     }
                     if self.line == b"]," {
@@ -371,7 +376,7 @@ impl BackupReader {
                     }
                 }
                 State::Data => {
-                    if !self.next_line(true).await? {
+                    if !self.next_line(true, MAX_LINE).await? {
                         return Err(corrupt("file is truncated"));
                     }
                     if self.line == b"]," {
@@ -407,7 +412,7 @@ impl BackupReader {
                     return Ok(Some(Event::TableStart(index)));
                 }
                 State::InTable(index) => {
-                    if !self.next_line(true).await? {
+                    if !self.next_line(true, MAX_LINE).await? {
                         return Err(corrupt("file is truncated"));
                     }
                     if self.line == b"]}" || self.line == b"]}," {
@@ -468,7 +473,7 @@ impl BackupReader {
             .ok_or_else(|| corrupt("malformed trailer"))?;
         let trailer: Trailer =
             serde_json::from_slice(json).map_err(|e| corrupt(format!("trailer: {e}")))?;
-        if self.next_line(true).await? {
+        if self.next_line(true, MAX_LINE).await? {
             return Err(corrupt("data after the trailer"));
         }
         if trailer.hashed_bytes != hashed || trailer.sha256 != body_hash {
@@ -497,8 +502,9 @@ impl BackupReader {
         Ok(())
     }
 
-    /// Loads the next line (without its newline) into `self.line`.
-    async fn next_line(&mut self, hash: bool) -> Result<bool> {
+    /// Loads the next line (without its newline) into `self.line`; a line
+    /// longer than `limit` is refused before more than that is read.
+    async fn next_line(&mut self, hash: bool, limit: usize) -> Result<bool> {
         self.line.clear();
         // Bytes of `buf` already searched for a newline: a long row is scanned once.
         let mut scanned = 0;
@@ -525,8 +531,8 @@ impl BackupReader {
                 return Ok(true);
             }
             scanned = self.buf.len();
-            if self.line.len() + self.buf.len() > MAX_LINE {
-                return Err(corrupt("a line is longer than 1 GiB"));
+            if self.line.len() + self.buf.len() > limit {
+                return Err(corrupt(format!("a line is longer than {limit} bytes")));
             }
             match self.stream.next().await {
                 Some(chunk) => {
@@ -700,5 +706,43 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.message.contains("add up"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn an_over_long_documents_line_is_refused_without_reading_it_whole() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let bytes = file_with_documents(2, b"small document").await;
+        let text = String::from_utf8(bytes).unwrap();
+        // Up to the first chunk line, then a "chunk" of 8 MiB.
+        let cut = text.find("\"chunks\":[\n").unwrap() + 11;
+        let mut head = text.as_bytes()[..cut].to_vec();
+        head.push(b'"');
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let counter = pulled.clone();
+        let long_line = futures::stream::iter(0..128).map(move |i| {
+            let piece = if i == 127 {
+                Bytes::from_static(b"\"\n")
+            } else {
+                Bytes::from(vec![b'A'; 64 * 1024])
+            };
+            counter.fetch_add(piece.len(), Ordering::SeqCst);
+            Ok(piece)
+        });
+        let stream: ByteStream = Box::pin(stream(head).chain(long_line));
+        let mut reader = BackupReader::open(stream).await.unwrap();
+        let e = loop {
+            match reader.next().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("an 8 MiB documents line must be refused"),
+                Err(e) => break e,
+            }
+        };
+        assert!(e.message.contains("longer than"), "{}", e.message);
+        assert!(e.message.contains("failed verification"), "{}", e.message);
+        let pulled = pulled.load(Ordering::SeqCst);
+        assert!(
+            pulled <= MAX_DOCUMENT_LINE + 64 * 1024,
+            "{pulled} bytes of the line were read"
+        );
     }
 }

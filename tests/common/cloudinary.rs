@@ -6,7 +6,10 @@
 //! requires Basic auth on the Admin API and sends rate-limit headers (and 420
 //! when told to); runs chunked uploads (`X-Unique-Upload-Id`,
 //! `Content-Range`) with the 5 MB minimum for non-final chunks and
-//! contiguity; enforces a per-asset cap; pages listings with `next_cursor`;
+//! contiguity (it accepts a total of `-1` on non-final chunks, as the
+//! service sends: an assumption from Cloudinary's SDKs, not from its
+//! documentation, which only shows `bytes a-b/total`); enforces a
+//! per-asset cap; pages listings with `next_cursor`;
 //! checks `expires_at` on signed downloads; and fails chosen requests with a
 //! 500 or a dropped connection, once or for good. Its assets are inspectable.
 #![allow(dead_code)]
@@ -109,6 +112,9 @@ struct Inner {
     pending: HashMap<String, Pending>,
     /// Every request: "METHOD path".
     log: Vec<String>,
+    /// How long a listing's answer is held back.
+    list_delay: std::time::Duration,
+    lists_in_flight: u32,
 }
 
 #[derive(Clone)]
@@ -681,12 +687,41 @@ async fn list(
     Query(params): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let mut st = lock(&s);
+    // The page is what the folder held when the request came; the answer
+    // may then be held back (`set_list_delay`).
+    let (answer, delay) = {
+        let mut st = lock(&s);
+        let answer = list_now(
+            &mut st,
+            &cloud,
+            &resource_type,
+            &delivery_type,
+            &params,
+            &headers,
+        );
+        (answer, st.list_delay)
+    };
+    if !delay.is_zero() {
+        lock(&s).lists_in_flight += 1;
+        tokio::time::sleep(delay).await;
+        lock(&s).lists_in_flight -= 1;
+    }
+    answer
+}
+
+fn list_now(
+    st: &mut Inner,
+    cloud: &str,
+    resource_type: &str,
+    delivery_type: &str,
+    params: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+) -> Response {
     st.log.push("GET list".into());
     if cloud != st.cloud {
         return error(StatusCode::NOT_FOUND, "Unknown cloud name");
     }
-    let rate = match admin_gate(&mut st, &headers, Op::List) {
+    let rate = match admin_gate(st, headers, Op::List) {
         Ok(h) => h,
         Err(r) => return r,
     };
@@ -777,6 +812,8 @@ impl CloudinaryServer {
             assets: BTreeMap::new(),
             pending: HashMap::new(),
             log: Vec::new(),
+            list_delay: std::time::Duration::ZERO,
+            lists_in_flight: 0,
         }));
         let app = Router::new()
             .route("/v1_1/{cloud}/{resource_type}/upload", post(upload))
@@ -896,6 +933,15 @@ impl CloudinaryServer {
                 a.created_at -= std::time::Duration::from_secs(secs);
             }
         }
+    }
+    /// Holds every listing's answer back this long (a slow Admin API); the
+    /// page is taken when the request arrives.
+    pub fn set_list_delay(&self, delay: std::time::Duration) {
+        self.st().list_delay = delay;
+    }
+    /// Listings being held back right now.
+    pub fn lists_in_flight(&self) -> u32 {
+        self.st().lists_in_flight
     }
     /// Uploads that were started and never finished.
     pub fn pending_uploads(&self) -> usize {

@@ -494,8 +494,13 @@ impl Client {
         })
     }
 
-    /// One page of this folder's raw assets (Admin API).
-    pub async fn list_page(&self, cursor: Option<&str>) -> Result<(Vec<Resource>, Option<String>)> {
+    /// One page of the raw assets whose public_id starts with `prefix`
+    /// (Admin API).
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Resource>, Option<String>)> {
         let mut url = url::Url::parse(&self.config.endpoint(&format!(
             "resources/raw/{}",
             self.config.delivery_type.as_str()
@@ -503,7 +508,7 @@ impl Client {
         .map_err(|e| Error::internal(format!("building the list URL: {e}")))?;
         {
             let mut query = url.query_pairs_mut();
-            query.append_pair("prefix", &format!("{}/", self.config.folder));
+            query.append_pair("prefix", prefix);
             query.append_pair("max_results", "500");
             if let Some(cursor) = cursor {
                 query.append_pair("next_cursor", cursor);

@@ -14,6 +14,8 @@ pub const DEFAULT_FOLDER: &str = "backups";
 pub const DEFAULT_CHUNK_SIZE: u64 = 20_000_000;
 /// Cloudinary refuses non-final chunks under 5 MB.
 pub const MIN_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
+/// Largest chunk accepted: a chunk is held in memory and sent as one request.
+pub const MAX_CHUNK_SIZE: u64 = 100_000_000;
 /// Smallest part size accepted from configuration.
 pub const MIN_PART_SIZE: u64 = 1024 * 1024;
 pub const DEFAULT_RETRIES: u32 = 5;
@@ -96,6 +98,29 @@ fn decode(what: &str, raw: &str) -> Result<String> {
                 "the Cloudinary {what} is not valid UTF-8 once decoded"
             ))
         })
+}
+
+/// `CLOUDINARY_API_BASE` must be https: the Admin API sends the secret as
+/// Basic auth. Plain http only reaches this machine (a local test server).
+fn check_api_base(raw: &str) -> Result<()> {
+    let base = url::Url::parse(raw)
+        .map_err(|_| Error::invalid(format!("CLOUDINARY_API_BASE {raw:?} is not a URL")))?;
+    let loopback = match base.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match base.scheme() {
+        "https" if base.host().is_some() => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(Error::invalid(format!(
+            "CLOUDINARY_API_BASE {raw:?}: plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use https, the API key and secret would cross the network unencrypted"
+        ))),
+        _ => Err(Error::invalid(format!(
+            "CLOUDINARY_API_BASE {raw:?} must be an https URL"
+        ))),
+    }
 }
 
 impl CloudinaryConfig {
@@ -205,15 +230,13 @@ impl CloudinaryConfig {
                 config.chunk_size
             )));
         }
-        let base = url::Url::parse(&config.api_base).map_err(|_| {
-            Error::invalid(format!(
-                "CLOUDINARY_API_BASE {:?} is not a URL",
-                config.api_base
-            ))
-        })?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(Error::invalid("CLOUDINARY_API_BASE must be an http(s) URL"));
+        if config.chunk_size > MAX_CHUNK_SIZE {
+            return Err(Error::invalid(format!(
+                "Cloudinary chunk_size {} is above the maximum of {MAX_CHUNK_SIZE} bytes (a chunk is held in memory and sent as one request)",
+                config.chunk_size
+            )));
         }
+        check_api_base(&config.api_base)?;
         Ok(config)
     }
 
@@ -303,9 +326,58 @@ mod tests {
             "cloudinary://k:topsecret@demo?part_size=10",
             "cloudinary://k:topsecret@demo?color=blue",
             "cloudinary://k:topsecret@demo/path",
+            "cloudinary://k:topsecret@demo?chunk_size=100000001",
         ] {
             let e = CloudinaryConfig::parse(bad, DEFAULT_API_BASE).unwrap_err();
             assert!(!e.message.contains("topsecret"), "{bad}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn chunk_size_is_bounded() {
+        let parse = |size: u64| {
+            CloudinaryConfig::parse(
+                &format!("cloudinary://k:s@demo?chunk_size={size}"),
+                DEFAULT_API_BASE,
+            )
+        };
+        assert_eq!(parse(MAX_CHUNK_SIZE).unwrap().chunk_size, MAX_CHUNK_SIZE);
+        let e = parse(MAX_CHUNK_SIZE + 1).unwrap_err();
+        assert!(e.message.contains("above the maximum"), "{}", e.message);
+        assert!(parse(MIN_CHUNK_SIZE - 1).is_err());
+    }
+
+    #[test]
+    fn plain_http_api_base_only_to_loopback() {
+        let parse = |base: &str| CloudinaryConfig::parse("cloudinary://k:s@demo", base);
+        for ok in [
+            "https://api.cloudinary.com",
+            "https://api-eu.cloudinary.com/",
+            "http://127.0.0.1:9",
+            "http://127.8.9.10",
+            "http://[::1]:8080",
+            "http://localhost:9",
+            "http://LOCALHOST",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://api.cloudinary.com",
+            "http://10.0.0.5:9",
+            "http://[fe80::1]",
+            "http://localhost.evil.example",
+            "http://128.0.0.1",
+            "ftp://127.0.0.1",
+            "not a url",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(
+                e.message.contains("CLOUDINARY_API_BASE"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        let e = parse("http://api.cloudinary.com").unwrap_err();
+        assert!(e.message.contains("loopback"), "{}", e.message);
     }
 }

@@ -37,15 +37,27 @@ const CHECK_FAILED_EVERY: Duration = Duration::from_secs(30);
 pub const FREE_PLAN_RAW_MAX: u64 = 10_485_760;
 
 struct Listing {
+    /// When the fetch that produced it started.
     fetched: Instant,
     /// Object name (public_id without the folder) -> asset.
     assets: BTreeMap<String, Resource>,
 }
 
+#[derive(Default)]
+struct ListingState {
+    listing: Option<Listing>,
+    /// While a fetch runs: this process's own writes (`Some`) and deletes
+    /// (`None`) since it started, applied over its result so that none is lost.
+    changes: Option<Vec<(String, Option<Resource>)>>,
+}
+
 /// What the storage and its writers share.
 pub struct Inner {
     pub(crate) client: Client,
-    listing: tokio::sync::Mutex<Option<Listing>>,
+    /// Held only briefly, never across a request to Cloudinary.
+    listing: tokio::sync::Mutex<ListingState>,
+    /// Held through a listing fetch, so that only one runs at a time.
+    refresh: tokio::sync::Mutex<()>,
     /// `media_limits.raw_max_size_bytes`, read once.
     plan_cap: tokio::sync::OnceCell<Option<u64>>,
     last_check: std::sync::Mutex<Option<(Instant, Result<()>)>>,
@@ -54,28 +66,43 @@ pub struct Inner {
 impl Inner {
     /// Records an asset this process just wrote.
     pub(crate) async fn remember(&self, name: &str, resource: &Resource) {
-        if let Some(listing) = self.listing.lock().await.as_mut() {
+        let mut state = self.listing.lock().await;
+        if let Some(listing) = state.listing.as_mut() {
             listing.assets.insert(name.to_string(), resource.clone());
+        }
+        if let Some(changes) = state.changes.as_mut() {
+            changes.push((name.to_string(), Some(resource.clone())));
         }
     }
 
     /// Records an asset this process just destroyed.
     pub(crate) async fn forget(&self, name: &str) {
-        if let Some(listing) = self.listing.lock().await.as_mut() {
+        let mut state = self.listing.lock().await;
+        if let Some(listing) = state.listing.as_mut() {
             listing.assets.remove(name);
+        }
+        if let Some(changes) = state.changes.as_mut() {
+            changes.push((name.to_string(), None));
         }
     }
 
     async fn fetch_all(&self) -> Result<BTreeMap<String, Resource>> {
-        let prefix = format!("{}/", self.client.config.folder);
+        self.fetch_prefix(&format!("{}/", self.client.config.folder))
+            .await
+    }
+
+    /// Every asset directly in the folder whose public_id starts with
+    /// `prefix` (which starts with `<folder>/`), asked of Cloudinary now.
+    pub(crate) async fn fetch_prefix(&self, prefix: &str) -> Result<BTreeMap<String, Resource>> {
+        let folder = format!("{}/", self.client.config.folder);
         let mut assets = BTreeMap::new();
         let mut cursor: Option<String> = None;
         let mut pages = 0u32;
         loop {
-            let (resources, next) = self.client.list_page(cursor.as_deref()).await?;
+            let (resources, next) = self.client.list_page(prefix, cursor.as_deref()).await?;
             pages += 1;
             for resource in resources {
-                if let Some(name) = resource.public_id.strip_prefix(&prefix)
+                if let Some(name) = resource.public_id.strip_prefix(&folder)
                     && !name.contains('/')
                     && !name.is_empty()
                 {
@@ -91,32 +118,70 @@ impl Inner {
         Ok(assets)
     }
 
-    /// Every asset in the folder, from a listing at most `max_age` old.
-    async fn assets(&self, max_age: Duration) -> Result<BTreeMap<String, Resource>> {
-        let mut guard = self.listing.lock().await;
-        if let Some(listing) = guard.as_ref() {
-            if listing.fetched.elapsed() < max_age {
-                return Ok(listing.assets.clone());
-            }
-            if let Some(until) = self.client.rate_limited_until() {
-                tracing::warn!(
-                    reset = %httpdate::fmt_http_date(until),
-                    "Cloudinary Admin API budget used up: serving the cached listing"
-                );
-                return Ok(listing.assets.clone());
-            }
+    /// The cached listing when it may be served: younger than `max_age`,
+    /// fetched after `asked`, or the Admin API budget is used up.
+    fn serve_cached(
+        &self,
+        state: &ListingState,
+        max_age: Duration,
+        asked: Instant,
+    ) -> Option<BTreeMap<String, Resource>> {
+        let listing = state.listing.as_ref()?;
+        if listing.fetched.elapsed() < max_age || listing.fetched >= asked {
+            return Some(listing.assets.clone());
         }
-        match self.fetch_all().await {
-            Ok(assets) => {
-                *guard = Some(Listing {
-                    fetched: Instant::now(),
+        if let Some(until) = self.client.rate_limited_until() {
+            tracing::warn!(
+                reset = %httpdate::fmt_http_date(until),
+                "Cloudinary Admin API budget used up: serving the cached listing"
+            );
+            return Some(listing.assets.clone());
+        }
+        None
+    }
+
+    /// Every asset in the folder, from a listing at most `max_age` old.
+    /// The listing lock is never held while Cloudinary is asked, so writers
+    /// recording their assets do not wait for a fetch.
+    async fn assets(&self, max_age: Duration) -> Result<BTreeMap<String, Resource>> {
+        let asked = Instant::now();
+        if let Some(assets) = self.serve_cached(&*self.listing.lock().await, max_age, asked) {
+            return Ok(assets);
+        }
+        let _refresh = self.refresh.lock().await;
+        // A fetch that started after this call was made is as good as a new one.
+        let started = {
+            let mut state = self.listing.lock().await;
+            if let Some(assets) = self.serve_cached(&state, max_age, asked) {
+                return Ok(assets);
+            }
+            state.changes = Some(Vec::new());
+            Instant::now()
+        };
+        let fetched = self.fetch_all().await;
+        let mut state = self.listing.lock().await;
+        let changes = state.changes.take().unwrap_or_default();
+        match fetched {
+            Ok(mut assets) => {
+                for (name, change) in changes {
+                    match change {
+                        Some(resource) => assets.insert(name, resource),
+                        None => assets.remove(&name),
+                    };
+                }
+                state.listing = Some(Listing {
+                    fetched: started,
                     assets: assets.clone(),
                 });
                 Ok(assets)
             }
-            Err(e) if e.code == ErrorCode::Unavailable && guard.is_some() => {
+            Err(e) if e.code == ErrorCode::Unavailable && state.listing.is_some() => {
                 tracing::warn!(error = %e.message, "Cloudinary listing failed: serving the cached one");
-                Ok(guard.as_ref().map(|l| l.assets.clone()).unwrap_or_default())
+                Ok(state
+                    .listing
+                    .as_ref()
+                    .map(|l| l.assets.clone())
+                    .unwrap_or_default())
             }
             Err(e) => Err(e),
         }
@@ -127,6 +192,7 @@ impl Inner {
         self.listing
             .lock()
             .await
+            .listing
             .as_ref()
             .map(|l| l.assets.clone())
             .unwrap_or_default()
@@ -170,7 +236,8 @@ impl CloudinaryStorage {
         Ok(Self {
             inner: Arc::new(Inner {
                 client: Client::new(config)?,
-                listing: tokio::sync::Mutex::new(None),
+                listing: tokio::sync::Mutex::new(ListingState::default()),
+                refresh: tokio::sync::Mutex::new(()),
                 plan_cap: tokio::sync::OnceCell::new(),
                 last_check: std::sync::Mutex::new(None),
             }),
@@ -474,15 +541,18 @@ impl Storage for CloudinaryStorage {
 
     async fn clean_incomplete(&self) -> Result<usize> {
         let assets = self.inner.assets(Duration::ZERO).await?;
+        let newest = newest_by_object(&assets);
         let now = chrono::Utc::now();
         let mut removed = 0;
-        for (name, resource) in &assets {
+        for name in assets.keys() {
             let Some(object) = part_of(name) else {
                 continue;
             };
-            let stale = resource
-                .created()
-                .and_then(|t| (now - t).to_std().ok())
+            // An upload runs as long as it needs: it is judged by its newest
+            // asset, never by an early part.
+            let stale = newest
+                .get(object)
+                .and_then(|t| (now - *t).to_std().ok())
                 .is_some_and(|age| age >= super::STALE_AFTER);
             if stale && !assets.contains_key(&index_name(object)) {
                 tracing::warn!(asset = %name, "removing a part of an interrupted upload");
@@ -501,9 +571,34 @@ impl Storage for CloudinaryStorage {
         Ok(removed)
     }
 
+    /// The age of the object's newest asset (itself, a part or its index).
     async fn age(&self, name: &str) -> Option<Duration> {
         let assets = self.inner.assets(self.config().list_ttl).await.ok()?;
-        let resource = assets.get(name).or_else(|| assets.get(&index_name(name)))?;
-        (chrono::Utc::now() - resource.created()?).to_std().ok()
+        let newest = newest_by_object(&assets).remove(name)?;
+        (chrono::Utc::now() - newest).to_std().ok()
     }
+}
+
+/// The object an asset belongs to: `N` for `N`, `N.partNNNN` and `N.parts.json`.
+fn object_of(name: &str) -> &str {
+    part_of(name)
+        .or_else(|| name.strip_suffix(INDEX_SUFFIX))
+        .unwrap_or(name)
+}
+
+/// For every object, when its newest asset was created. An asset without a
+/// readable `created_at` counts as created now (it is never judged stale).
+fn newest_by_object(
+    assets: &BTreeMap<String, Resource>,
+) -> BTreeMap<String, chrono::DateTime<chrono::Utc>> {
+    let now = chrono::Utc::now();
+    let mut newest: BTreeMap<String, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+    for (name, resource) in assets {
+        let created = resource.created().unwrap_or(now);
+        let entry = newest.entry(object_of(name).to_string()).or_insert(created);
+        if created > *entry {
+            *entry = created;
+        }
+    }
+    newest
 }

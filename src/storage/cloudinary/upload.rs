@@ -15,7 +15,9 @@
 //!   own documentation), and the last one names the total;
 //! - an object of more than one asset gets an index asset `N.parts.json`
 //!   (every part's public_id, bytes and SHA-256, and the whole object's size
-//!   and SHA-256), uploaded before `finish` returns.
+//!   and SHA-256), uploaded before `finish` returns, once a fresh listing of
+//!   `<folder>/N*` (one Admin API call per 500 assets) showed that every
+//!   part is still there.
 //!
 //! A failure, `abort` or drop destroys every asset already uploaded.
 
@@ -141,13 +143,17 @@ impl CloudinaryWriter {
                 self.close_asset().await?;
                 continue;
             }
-            let take = ((self.cap - used) as usize).min(data.len());
+            // Never buffer more than one chunk and a byte, however big the write.
+            let room = (self.chunk as usize + 1)
+                .saturating_sub(self.buf.len())
+                .max(1);
+            let take = ((self.cap - used) as usize).min(data.len()).min(room);
             let piece = data.split_to(take);
             self.part_hasher.update(&piece);
             self.total_hasher.update(&piece);
             self.total += take as u64;
             self.buf.extend_from_slice(&piece);
-            if self.buf.len() as u64 > self.chunk {
+            while self.buf.len() as u64 > self.chunk {
                 // More than a chunk buffered, so the first chunk is not the last.
                 self.send_chunk().await?;
             }
@@ -250,6 +256,7 @@ impl CloudinaryWriter {
                 parts: Vec::new(),
             });
         }
+        self.confirm_parts().await?;
         let index = PartsIndex {
             index_version: INDEX_VERSION,
             object: self.name.clone(),
@@ -289,6 +296,31 @@ impl CloudinaryWriter {
                 })
                 .collect(),
         })
+    }
+
+    /// Before the index makes the object whole: every part is still on
+    /// Cloudinary (asked of Cloudinary, not the cache), so an
+    /// index never names a part that is gone (e.g. destroyed by another
+    /// replica's start-up cleaning).
+    async fn confirm_parts(&self) -> Result<()> {
+        let prefix = self.inner.client.config.public_id(&self.name);
+        let listed = self.inner.fetch_prefix(&prefix).await.map_err(|e| {
+            e.context(&format!(
+                "checking the uploaded parts of {} before writing its index",
+                self.name
+            ))
+        })?;
+        if let Some((part, _)) = self
+            .parts
+            .iter()
+            .find(|(p, _)| !listed.contains_key(&p.name))
+        {
+            return Err(Error::internal(format!(
+                "{} vanished from Cloudinary during the upload; the backup is not stored",
+                part.public_id
+            )));
+        }
+        Ok(())
     }
 
     /// Destroys every asset this write uploaded.
