@@ -549,6 +549,7 @@ async fn scheduled_backups_prune_after_each_slot_and_report_through_get_schedule
         .unwrap()
         .into_inner();
     assert_eq!(manual.trigger, "manual");
+    assert!(manual.scheduled_for.is_none(), "{manual:?}");
 
     // Four slots run, each followed by pruning to the two newest.
     let started = Instant::now();
@@ -582,6 +583,15 @@ async fn scheduled_backups_prune_after_each_slot_and_report_through_get_schedule
     );
     for b in &list.backups {
         assert_eq!(b.trigger, "scheduled");
+        // The slot is a whole even second, at or before the backup's creation.
+        let slot = b
+            .scheduled_for
+            .as_ref()
+            .expect("scheduled backups name their slot");
+        let created = b.created_at.as_ref().expect("created_at");
+        assert_eq!(slot.nanos, 0, "{b:?}");
+        assert_eq!(slot.seconds % 2, 0, "{b:?}");
+        assert!(slot.seconds <= created.seconds, "{b:?}");
         assert!(b.description.starts_with("Scheduled backup for"), "{b:?}");
         assert!(b.description.contains("*/2 * * * * *"), "{b:?}");
     }

@@ -45,6 +45,7 @@ pub fn backup(r: BackupRecord) -> proto::Backup {
             current_table: r.progress.current_table,
         }),
         completed_at: r.completed_at.as_ref().map(timestamp),
+        scheduled_for: r.scheduled_for.as_ref().map(timestamp),
         trigger: match r.trigger {
             Trigger::Manual => "manual",
             Trigger::Scheduled => "scheduled",

@@ -59,6 +59,9 @@ pub struct BackupView {
     pub completed_at: Option<String>,
     /// manual or scheduled.
     pub trigger: String,
+    /// The schedule slot a scheduled backup was taken for (absent for manual ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<String>,
     pub source_engine: String,
     pub source_version: String,
     pub format_version: u32,
@@ -118,6 +121,7 @@ impl From<BackupRecord> for BackupView {
                 current_table: r.progress.current_table,
             },
             completed_at: r.completed_at.as_ref().map(format_time),
+            scheduled_for: r.scheduled_for.as_ref().map(format_time),
             trigger: match r.trigger {
                 Trigger::Manual => "manual",
                 Trigger::Scheduled => "scheduled",
