@@ -217,7 +217,8 @@ elif case == "all-on":
     for name in ("BACKUP_SCHEDULE", "BACKUP_SCHEDULE_TZ", "BACKUP_RETENTION", "BACKUP_KEEP_LAST",
                  "BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY",
                  "DOCUMENT_COLUMNS", "DOCUMENT_ROOT", "DOCUMENT_RESTORE_ROOT",
-                 "CLOUDINARY_API_BASE", "BACKUP_DECRYPTION_KEYS", "RUST_BACKTRACE"):
+                 "CLOUDINARY_API_BASE", "BACKUP_DECRYPTION_KEYS", "RESTORE_ALLOWED_HOSTS",
+                 "RUST_BACKTRACE"):
         report(name in env, f"env {name} is set")
     report(env.get("BACKUP_KEEP_MONTHLY", {}).get("value") == "12", "BACKUP_KEEP_MONTHLY 12")
     report(env.get("DOCUMENTS_STRICT", {}).get("value") == "true"

@@ -78,6 +78,14 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
         crate::storage::open_with(&config.storage_location(), &config.cloudinary_api_base).await?;
     let codec = config.codec_settings()?;
     let core = Backups::open(source, storage, &config.database_url, codec, documents).await?;
+    core.set_restore_allowed_hosts(
+        config
+            .restore_allowed_hosts
+            .iter()
+            .filter(|h| !h.trim().is_empty())
+            .cloned()
+            .collect(),
+    );
     let automation = Arc::new(crate::backup::schedule::Automation::from_config(config)?);
     core.set_automation(automation.clone());
 

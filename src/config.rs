@@ -293,6 +293,11 @@ pub struct ServeConfig {
     /// Further attempts after a 5xx answer, a connection error or a timeout.
     #[arg(long, env = "DOCUMENT_RETRIES", default_value_t = 2)]
     pub document_retries: u32,
+    /// Database servers (host or host:port, comma-separated) that restores
+    /// and test restores may write to besides the configured database's
+    /// own server.
+    #[arg(long, env = "RESTORE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub restore_allowed_hosts: Vec<String>,
     /// Directory under which a restore may write documents (`documents_dir`);
     /// unset: restores do not write documents.
     #[arg(long, env = "DOCUMENT_RESTORE_ROOT")]

@@ -683,6 +683,67 @@ async fn tampered_backup_is_refused_and_nothing_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_on_other_servers_are_refused_unless_listed() {
+    let db = loan_database().await;
+    let dir = temp_dir();
+    let mut cfg = config(&db.url, &dir.path().join("backups"));
+    let server = start(&cfg).await;
+    let mut client = admin_client(server.grpc_addr).await;
+    let backup = backup_now(&mut client, "source").await;
+    set_maintenance(&mut client, true, "target checks").await;
+    let ids_before = list_ids(&mut client).await;
+
+    // A documentation address: refused before any connection is tried.
+    let elsewhere = "postgres://postgres:pw@192.0.2.10:5432/loans";
+    let run = restore(
+        &mut client,
+        RestoreBackupRequest {
+            backup_id: backup.backup_id.clone(),
+            target_url: elsewhere.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let e = run.error();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("RESTORE_ALLOWED_HOSTS"), "{e:?}");
+    assert!(!e.message().contains("pw"), "{e:?}");
+    assert!(run.progress.is_empty(), "{:?}", run.progress);
+    assert_eq!(list_ids(&mut client).await, ids_before, "no safety backup");
+
+    let e = client
+        .verify_backup(VerifyBackupRequest {
+            backup_id: backup.backup_id.clone(),
+            scratch_database_url: elsewhere.into(),
+        })
+        .await
+        .expect_err("a scratch database elsewhere is refused");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    server.shutdown().await;
+
+    // Listed, the same server is accepted: here the restore gets past the
+    // check and fails only on connecting (nothing listens there).
+    cfg.restore_allowed_hosts = vec!["127.0.0.1:1".into()];
+    let server = start(&cfg).await;
+    let mut client = admin_client(server.grpc_addr).await;
+    let listed = format!("postgres://postgres@127.0.0.1:1/{}", "loans");
+    let run = restore(
+        &mut client,
+        RestoreBackupRequest {
+            backup_id: backup.backup_id.clone(),
+            target_url: listed,
+            skip_safety_backup: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let e = run.error();
+    assert_ne!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(!e.message().contains("RESTORE_ALLOWED_HOSTS"), "{e:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_mismatch_is_reported_and_nothing_written() {
     let db = loan_database().await;
     let dir = temp_dir();

@@ -9,6 +9,7 @@ pub mod record;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod targets;
 
 use std::sync::Arc;
 
@@ -97,6 +98,8 @@ pub struct Backups {
     pub(crate) fetcher: Option<Arc<crate::documents::fetch::Fetcher>>,
     /// Schedule and retention settings, set once at start (see `schedule`).
     pub(crate) automation: std::sync::OnceLock<Arc<schedule::Automation>>,
+    /// Servers besides the configured database's that restores may write to.
+    pub(crate) restore_allowed_hosts: std::sync::OnceLock<Vec<String>>,
 }
 
 impl Backups {
@@ -131,6 +134,7 @@ impl Backups {
             backup_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_BACKUPS),
             ids: IdGenerator::default(),
             automation: std::sync::OnceLock::new(),
+            restore_allowed_hosts: std::sync::OnceLock::new(),
         }))
     }
 

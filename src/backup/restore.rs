@@ -266,6 +266,7 @@ impl Backups {
             .clone()
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| self.database_url.clone());
+        self.check_restore_target(&target_url)?;
         // Refused before anything is read or written.
         let documents_dir = match options.documents_dir.as_deref().filter(|d| !d.is_empty()) {
             Some(dir) => Some(crate::documents::extract::restore_dir(
@@ -471,6 +472,7 @@ impl Backups {
                     "scratch_database_url is the service's own database; give a scratch database",
                 ));
             }
+            self.check_restore_target(&url)?;
             let _running = self
                 .restore_lock
                 .try_lock()
