@@ -16,10 +16,6 @@ use crate::error::{Error, Result};
 
 const TEMP_PREFIX: &str = ".incomplete-";
 const READ_CHUNK: usize = 256 * 1024;
-/// Written bytes after which the kernel is asked to start writing them out,
-/// so the disk works while the backup is still being produced and the
-/// final fsync only waits for the last few megabytes.
-const WRITEBACK_EVERY: u64 = 8 * 1024 * 1024;
 
 pub struct LocalStorage {
     dir: PathBuf,
@@ -62,34 +58,7 @@ struct LocalWriter {
     temp: PathBuf,
     target: PathBuf,
     dir: PathBuf,
-    written: u64,
-    writeback_from: u64,
 }
-
-/// Starts (does not wait for) writeback of `len` bytes at `offset`. Only a
-/// hint: on failure or other systems the final fsync does all the work.
-#[cfg(target_os = "linux")]
-async fn start_writeback(file: &fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    // The call may block while the device queue is full, so it runs on the
-    // blocking pool and the backup does not wait for it; it owns a duplicate
-    // descriptor, so the file may be closed meanwhile.
-    let Ok(dup) = file.try_clone().await else {
-        return;
-    };
-    let dup = dup.into_std().await;
-    tokio::task::spawn_blocking(move || {
-        // SAFETY: `dup` is an open descriptor owned by this closure for the
-        // whole call; the call only reads its integer arguments.
-        unsafe { libc::sync_file_range(dup.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) }
-    });
-}
-
-#[cfg(not(target_os = "linux"))]
-async fn start_writeback(_file: &fs::File, _offset: u64, _len: u64) {}
 
 #[async_trait]
 impl ObjectWriter for LocalWriter {
@@ -100,22 +69,7 @@ impl ObjectWriter for LocalWriter {
             .ok_or_else(|| Error::internal("write after finish"))?;
         file.write_all(&chunk)
             .await
-            .map_err(|e| Error::storage_io("writing backup file", &e))?;
-        self.written += chunk.len() as u64;
-        if self.written - self.writeback_from >= WRITEBACK_EVERY {
-            // tokio's File buffers one write in flight; flush so the range is in the page cache.
-            file.flush()
-                .await
-                .map_err(|e| Error::storage_io("writing backup file", &e))?;
-            start_writeback(
-                file,
-                self.writeback_from,
-                self.written - self.writeback_from,
-            )
-            .await;
-            self.writeback_from = self.written;
-        }
-        Ok(())
+            .map_err(|e| Error::storage_io("writing backup file", &e))
     }
 
     async fn finish(mut self: Box<Self>) -> Result<StoredObject> {
@@ -188,8 +142,6 @@ impl Storage for LocalStorage {
             temp,
             target,
             dir: self.dir.clone(),
-            written: 0,
-            writeback_from: 0,
         }))
     }
 
