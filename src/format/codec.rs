@@ -482,22 +482,7 @@ fn decrypt_stream(inner: ByteStream, decryptor: DecryptorBE32<XChaCha20Poly1305>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::ObjectWriter;
-
-    /// Collects what reaches "storage".
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    #[async_trait]
-    impl ObjectWriter for Sink {
-        async fn write(&mut self, chunk: Bytes) -> Result<()> {
-            self.0.lock().unwrap().extend_from_slice(&chunk);
-            Ok(())
-        }
-        async fn finish(self: Box<Self>) -> Result<StoredObject> {
-            Ok(StoredObject::default())
-        }
-        async fn abort(self: Box<Self>) {}
-    }
+    use crate::storage::{MemoryWriter, ObjectWriter};
 
     fn key() -> String {
         base64::engine::general_purpose::STANDARD.encode([7u8; 32])
@@ -505,7 +490,7 @@ mod tests {
 
     async fn encode(data: &[u8], compression: Compression, keys: &Keyring) -> Vec<u8> {
         let stored = Arc::new(Mutex::new(Vec::new()));
-        let mut w: Box<dyn ObjectWriter> = Box::new(Sink(stored.clone()));
+        let mut w: Box<dyn ObjectWriter> = Box::new(MemoryWriter(stored.clone()));
         if let Some(k) = &keys.current {
             w = EncryptingWriter::start(w, k).await.unwrap();
         }

@@ -554,7 +554,6 @@ mod tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
-    use async_trait::async_trait;
     use bytes::Bytes;
 
     use super::*;
@@ -562,21 +561,7 @@ mod tests {
     use crate::format::DocumentsInfo;
     use crate::format::writer::{BackupFileWriter, FileIdentity};
     use crate::source::{ColumnSchema, DumpSink, SourceInfo, TableSchema, ValueEncoding};
-    use crate::storage::{ObjectWriter, StoredObject};
-
-    struct Memory(Arc<Mutex<Vec<u8>>>);
-
-    #[async_trait]
-    impl ObjectWriter for Memory {
-        async fn write(&mut self, chunk: Bytes) -> Result<()> {
-            self.0.lock().unwrap().extend_from_slice(&chunk);
-            Ok(())
-        }
-        async fn finish(self: Box<Self>) -> Result<StoredObject> {
-            Ok(StoredObject::default())
-        }
-        async fn abort(self: Box<Self>) {}
-    }
+    use crate::storage::MemoryWriter;
 
     async fn file_with_documents(declared: u64, document: &[u8]) -> Vec<u8> {
         let out = Arc::new(Mutex::new(Vec::new()));
@@ -592,7 +577,7 @@ mod tests {
             },
         };
         let mut w = BackupFileWriter::new(
-            Box::new(Memory(out.clone())),
+            Box::new(MemoryWriter(out.clone())),
             identity,
             Arc::new(Mutex::new(Default::default())),
         );

@@ -76,6 +76,27 @@ pub trait Storage: Send + Sync {
     async fn age(&self, name: &str) -> Option<std::time::Duration>;
 }
 
+/// An in-memory object for unit tests: every written byte lands in the
+/// shared buffer.
+#[cfg(test)]
+pub struct MemoryWriter(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+#[async_trait]
+impl ObjectWriter for MemoryWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.0
+            .lock()
+            .map_err(|_| Error::internal("poisoned test buffer"))?
+            .extend_from_slice(&chunk);
+        Ok(())
+    }
+    async fn finish(self: Box<Self>) -> Result<StoredObject> {
+        Ok(StoredObject::default())
+    }
+    async fn abort(self: Box<Self>) {}
+}
+
 /// Opens the backend a `STORAGE_URL` names: a plain path, `file:///abs`,
 /// `s3://bucket/prefix` or `cloudinary://key:secret@cloud?options`, with the
 /// Cloudinary API base from `CLOUDINARY_API_BASE` (or its default).
