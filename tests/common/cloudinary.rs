@@ -252,6 +252,14 @@ fn parse_multipart(headers: &HeaderMap, body: &[u8]) -> Result<Form, String> {
 
 impl Inner {
     /// Counts the request against the faults; the fault to apply, if any.
+    /// The answer an injected fault gives instead of the real one, if any.
+    fn injected(&mut self, op: Op, public_id: &str) -> Option<Response> {
+        self.fault(op, public_id).map(|kind| match kind {
+            FaultKind::Status500 => error(StatusCode::INTERNAL_SERVER_ERROR, "General Error"),
+            FaultKind::Drop => dropped(),
+        })
+    }
+
     fn fault(&mut self, op: Op, public_id: &str) -> Option<FaultKind> {
         let mut hit = None;
         for f in &mut self.faults {
@@ -422,12 +430,8 @@ async fn upload(
     } else {
         Op::Upload
     };
-    match st.fault(op, &public_id) {
-        Some(FaultKind::Status500) => {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "General Error");
-        }
-        Some(FaultKind::Drop) => return dropped(),
-        None => {}
+    if let Some(r) = st.injected(op, &public_id) {
+        return r;
     }
     if let Err(r) = st.check_signed(&form.fields, &UPLOAD_UNSIGNED) {
         return r;
@@ -560,12 +564,8 @@ async fn destroy(
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let public_id = form.fields.get("public_id").cloned().unwrap_or_default();
-    match st.fault(Op::Destroy, &public_id) {
-        Some(FaultKind::Status500) => {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "General Error");
-        }
-        Some(FaultKind::Drop) => return dropped(),
-        None => {}
+    if let Some(r) = st.injected(Op::Destroy, &public_id) {
+        return r;
     }
     if let Err(r) = st.check_signed(&form.fields, &UPLOAD_UNSIGNED) {
         return r;
@@ -595,12 +595,8 @@ async fn download(
         return error(StatusCode::NOT_FOUND, "Unknown cloud name or resource type");
     }
     let public_id = params.get("public_id").cloned().unwrap_or_default();
-    match st.fault(Op::Download, &public_id) {
-        Some(FaultKind::Status500) => {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "General Error");
-        }
-        Some(FaultKind::Drop) => return dropped(),
-        None => {}
+    if let Some(r) = st.injected(Op::Download, &public_id) {
+        return r;
     }
     // The download API signs everything but api_key (and the signature).
     if let Err(r) = st.check_signed(&params, &["api_key", "signature"]) {
@@ -659,12 +655,8 @@ fn admin_gate(
         }
         return Err(r);
     }
-    match st.fault(op, "") {
-        Some(FaultKind::Status500) => {
-            return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "General Error"));
-        }
-        Some(FaultKind::Drop) => return Err(dropped()),
-        None => {}
+    if let Some(r) = st.injected(op, "") {
+        return Err(r);
     }
     Ok(st.admin_headers(None))
 }
