@@ -75,17 +75,11 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
     let documents = crate::documents::DocumentSettings::from_config(config)?;
     let source = crate::source::open(&config.database_url, config.dump_parallelism).await?;
     let storage =
-        crate::storage::open_with(&config.storage_location(), &config.cloudinary_api_base).await?;
+        crate::storage::open(&config.storage_location(), &config.cloudinary_api_base).await?;
     let codec = config.codec_settings()?;
     let core = Backups::open(source, storage, &config.database_url, codec, documents).await?;
-    core.set_restore_allowed_hosts(
-        config
-            .restore_allowed_hosts
-            .iter()
-            .filter(|h| !h.trim().is_empty())
-            .cloned()
-            .collect(),
-    );
+    // Blank entries (a trailing comma) match nothing in the check.
+    core.set_restore_allowed_hosts(config.restore_allowed_hosts.clone());
     let automation = Arc::new(crate::backup::schedule::Automation::from_config(config)?);
     core.set_automation(automation.clone());
 

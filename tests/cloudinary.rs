@@ -899,7 +899,7 @@ async fn open_storage(
     cld: &CloudinaryServer,
     options: &str,
 ) -> std::sync::Arc<dyn backup_service::storage::Storage> {
-    backup_service::storage::open_with(&cld.url(options), &cld.base)
+    backup_service::storage::open(&cld.url(options), &cld.base)
         .await
         .expect("open the Cloudinary storage")
 }

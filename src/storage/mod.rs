@@ -98,18 +98,9 @@ impl ObjectWriter for MemoryWriter {
 }
 
 /// Opens the backend a `STORAGE_URL` names: a plain path, `file:///abs`,
-/// `s3://bucket/prefix` or `cloudinary://key:secret@cloud?options`, with the
-/// Cloudinary API base from `CLOUDINARY_API_BASE` (or its default).
-pub async fn open(url: &str) -> Result<Arc<dyn Storage>> {
-    let api_base = std::env::var("CLOUDINARY_API_BASE")
-        .ok()
-        .filter(|b| !b.is_empty())
-        .unwrap_or_else(|| cloudinary::config::DEFAULT_API_BASE.to_string());
-    open_with(url, &api_base).await
-}
-
-/// `open` with the Cloudinary API base given (`--cloudinary-api-base`).
-pub async fn open_with(url: &str, cloudinary_api_base: &str) -> Result<Arc<dyn Storage>> {
+/// `s3://bucket/prefix` or `cloudinary://key:secret@cloud?options`, with
+/// Cloudinary's API at `cloudinary_api_base` (`CLOUDINARY_API_BASE`).
+pub async fn open(url: &str, cloudinary_api_base: &str) -> Result<Arc<dyn Storage>> {
     if url.starts_with("cloudinary://") {
         return Ok(Arc::new(cloudinary::CloudinaryStorage::open(
             url,
