@@ -14,7 +14,7 @@ use crate::documents::{
     Collecting, FetchQueue, MAX_MISSING_IN_RECORD, MissingDocument, redact_document_url,
 };
 use crate::error::{Error, Result};
-use crate::format::DocumentsInfo;
+use crate::format::{DocumentsInfo, Layout};
 use crate::format::codec::{
     CompressingWriter, Compression, EncryptingWriter, HashingWriter, StoredDigest,
 };
@@ -149,6 +149,13 @@ async fn write_file(
             } else {
                 "documents were not requested (includeDocuments=false)".into()
             },
+        },
+        // Compressed backups are stored column by column, which makes them
+        // far smaller; the plain `.json` keeps one row per line.
+        layout: if record.compression == Compression::None {
+            Layout::Rows
+        } else {
+            Layout::Columns
         },
     };
     // format writer -> compression -> encryption -> hash of stored bytes -> storage

@@ -1,6 +1,10 @@
 //! The backup file: one JSON document laid out one row per line, so it can be
 //! written and checked as a stream. See docs/backup-format.md.
 
+mod block_gather;
+mod block_rows;
+#[cfg(test)]
+mod layout_tests;
 pub mod codec;
 pub mod reader;
 pub mod writer;
@@ -12,9 +16,56 @@ use serde::{Deserialize, Serialize};
 use crate::source::{SourceInfo, TableSchema};
 
 pub const FORMAT_NAME: &str = "backup-service";
-/// The newest format version: files with a documents section. Readers
-/// accept every version from `FORMAT_VERSION_NO_DOCUMENTS` up to this one.
+/// Files with a documents section, in the `rows` layout. Readers accept
+/// every version from `FORMAT_VERSION_NO_DOCUMENTS` to `FORMAT_VERSION_COLUMNS`.
 pub const FORMAT_VERSION: u32 = 2;
+/// Files in the `columns` layout (compressed backups), with or without
+/// documents.
+pub const FORMAT_VERSION_COLUMNS: u32 = 3;
+/// A column block ends after this many rows...
+pub const BLOCK_MAX_ROWS: usize = 65_536;
+/// ...or once its values reach this many bytes, whichever comes first; it
+/// bounds the memory of both writer and reader.
+pub const BLOCK_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// A canonical uuid value as PostgreSQL writes it, quotes included:
+/// `"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"`.
+pub const UUID_VALUE_LEN: usize = 38;
+/// Hex digits of one uuid in a packed uuid column.
+pub const UUID_HEX_LEN: usize = 32;
+
+/// How rows are laid out in the data section.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// One row per line (format versions 1 and 2): the plain `.json` file.
+    #[default]
+    Rows,
+    /// Blocks of up to `BLOCK_MAX_ROWS` rows stored column by column
+    /// (format version 3): what compressed backups use, because it makes
+    /// them far smaller.
+    Columns,
+}
+
+impl Layout {
+    fn is_rows(&self) -> bool {
+        *self == Layout::Rows
+    }
+}
+
+/// True when `value` is a JSON string holding a canonical lowercase uuid,
+/// the only text a packed uuid column gives back byte for byte.
+pub fn is_canonical_uuid(value: &[u8]) -> bool {
+    value.len() == UUID_VALUE_LEN
+        && value[0] == b'"'
+        && value[UUID_VALUE_LEN - 1] == b'"'
+        && value[1..UUID_VALUE_LEN - 1]
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => matches!(b, b'0'..=b'9' | b'a'..=b'f'),
+            })
+}
 /// Files without documents are still written as version 1, byte for byte
 /// as before, so older readers keep reading them.
 pub const FORMAT_VERSION_NO_DOCUMENTS: u32 = 1;
@@ -38,6 +89,9 @@ pub struct Header {
     pub description: String,
     pub include_documents: bool,
     pub documents: DocumentsInfo,
+    /// Absent in versions 1 and 2, which are always `rows`.
+    #[serde(default, skip_serializing_if = "Layout::is_rows")]
+    pub layout: Layout,
     pub source: SourceInfo,
     pub tables: Vec<TableSchema>,
 }

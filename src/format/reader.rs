@@ -8,15 +8,17 @@ use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+use super::block_rows::BlockRows;
 use super::{
-    DOCUMENTS_LINE, DocumentTotals, FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSION_NO_DOCUMENTS,
-    Header, MISSING_LINE, TRAILER_PREFIX, Trailer,
+    BLOCK_MAX_ROWS, DOCUMENTS_LINE, DocumentTotals, FORMAT_NAME, FORMAT_VERSION_COLUMNS,
+    FORMAT_VERSION_NO_DOCUMENTS, Header, Layout, MISSING_LINE, TRAILER_PREFIX, Trailer,
 };
 use crate::documents::MissingDocument;
 use crate::error::{Error, ErrorCode, Result};
 use crate::storage::ByteStream;
 
-/// A row longer than this is taken as a broken file, not a row.
+/// A row longer than this is taken as a broken file, not a row; the same
+/// bound holds for a whole column block.
 const MAX_LINE: usize = 1 << 30;
 /// The longest line of the documents section: a base64 chunk is 64 KiB, and
 /// a document start or missing-document line holds one URL (at most
@@ -61,6 +63,8 @@ pub enum DocumentEvent<'a> {
 enum State {
     Data,
     InTable(usize),
+    /// Giving the rows of a column block of this table.
+    InBlock(usize),
     AfterData,
     Documents,
     InDocument,
@@ -111,6 +115,9 @@ pub struct BackupReader {
     end_sha: String,
     missing: MissingDocument,
     totals: Option<DocumentTotals>,
+    block: BlockRows,
+    /// Column blocks read so far in the current table.
+    blocks: u64,
 }
 
 impl BackupReader {
@@ -135,6 +142,7 @@ impl BackupReader {
                     count: 0,
                     note: String::new(),
                 },
+                layout: Layout::Rows,
                 source: crate::source::SourceInfo {
                     engine: String::new(),
                     server_version: String::new(),
@@ -155,6 +163,8 @@ impl BackupReader {
                 reason: String::new(),
             },
             totals: None,
+            block: BlockRows::new(),
+            blocks: 0,
         };
         if !reader.next_line(true, MAX_LINE).await? {
             return Err(corrupt("empty file"));
@@ -169,11 +179,17 @@ impl BackupReader {
         if header.format != FORMAT_NAME {
             return Err(corrupt(format!("unknown format {:?}", header.format)));
         }
-        if !(FORMAT_VERSION_NO_DOCUMENTS..=FORMAT_VERSION).contains(&header.format_version) {
+        if !(FORMAT_VERSION_NO_DOCUMENTS..=FORMAT_VERSION_COLUMNS).contains(&header.format_version)
+        {
             return Err(corrupt(format!(
-                "format version {} is not supported (this build reads {FORMAT_VERSION_NO_DOCUMENTS} to {FORMAT_VERSION})",
+                "format version {} is not supported (this build reads {FORMAT_VERSION_NO_DOCUMENTS} to {FORMAT_VERSION_COLUMNS})",
                 header.format_version
             )));
+        }
+        if (header.layout == Layout::Columns) != (header.format_version == FORMAT_VERSION_COLUMNS) {
+            return Err(corrupt(
+                "the columns layout is format version 3, and version 3 is the columns layout",
+            ));
         }
         if header.documents.included && header.format_version < 2 {
             return Err(corrupt("a version 1 file cannot hold documents"));
@@ -396,11 +412,16 @@ impl BackupReader {
                     crate::source::push_json_string(&mut prefix, &table.schema);
                     prefix.extend_from_slice(b",\"name\":");
                     crate::source::push_json_string(&mut prefix, &table.name);
-                    prefix.extend_from_slice(b",\"rows\":[");
+                    prefix.extend_from_slice(if self.header.layout == Layout::Columns {
+                        b",\"blocks\":["
+                    } else {
+                        b",\"rows\":["
+                    });
                     let rest = self.line.strip_prefix(prefix.as_slice()).ok_or_else(|| {
                         corrupt(format!("expected table {}", table.qualified_name()))
                     })?;
                     self.next_table += 1;
+                    self.blocks = 0;
                     match rest {
                         b"" => self.state = State::InTable(index),
                         b"]}" | b"]}," => {
@@ -410,6 +431,20 @@ impl BackupReader {
                         _ => return Err(corrupt("malformed table start")),
                     }
                     return Ok(Some(Event::TableStart(index)));
+                }
+                State::InBlock(index) => {
+                    if !self.block.advance()? {
+                        self.state = State::InTable(index);
+                        continue;
+                    }
+                    self.counts[index] += 1;
+                    return Ok(Some(Event::Row(self.block.row())));
+                }
+                State::InTable(index) if self.header.layout == Layout::Columns => {
+                    self.read_block(index).await?;
+                    if self.state == State::Data {
+                        return Ok(Some(Event::TableEnd(index)));
+                    }
                 }
                 State::InTable(index) => {
                     if !self.next_line(true, MAX_LINE).await? {
@@ -446,6 +481,62 @@ impl BackupReader {
                 }
             }
         }
+    }
+
+    /// Reads a column block of table `index` into `self.block` (state
+    /// `InBlock`), or the table's end (state `Data`).
+    async fn read_block(&mut self, index: usize) -> Result<()> {
+        if !self.next_line(true, MAX_LINE).await? {
+            return Err(corrupt("file is truncated"));
+        }
+        if self.line == b"]}" || self.line == b"]}," {
+            if self.expect_more {
+                return Err(corrupt("block list ends after a comma"));
+            }
+            self.expect_more = self.line.len() == 3;
+            self.state = State::Data;
+            return Ok(());
+        }
+        if self.blocks > 0 && !self.expect_more {
+            return Err(corrupt("blocks are not separated by commas"));
+        }
+        let rows: usize = self
+            .line
+            .strip_prefix(b"{\"rows\":")
+            .and_then(|l| l.strip_suffix(b",\"columns\":["))
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse().ok())
+            .filter(|n| (1..=BLOCK_MAX_ROWS).contains(n))
+            .ok_or_else(|| corrupt("malformed block start"))?;
+        let width = self.header.tables[index].columns.len();
+        self.block.begin(rows);
+        for column in 0..width {
+            let limit = MAX_LINE.saturating_sub(self.block.len());
+            if !self.next_line(true, limit).await? {
+                return Err(corrupt("file is truncated"));
+            }
+            let last = column + 1 == width;
+            let line = match (self.line.strip_suffix(b","), last) {
+                (Some(line), false) => line,
+                (None, true) => &self.line[..],
+                _ => return Err(corrupt("malformed block: columns and commas do not match")),
+            };
+            self.block.add_column(line)?;
+        }
+        if !self.next_line(true, MAX_LINE).await? {
+            return Err(corrupt("file is truncated"));
+        }
+        if self.line != b"]}" && self.line != b"]}," {
+            return Err(corrupt(format!(
+                "a block of table {} has more columns than the header lists",
+                self.header.tables[index].qualified_name()
+            )));
+        }
+        self.expect_more = self.line.len() == 3;
+        self.blocks += 1;
+        self.state = State::InBlock(index);
+        Ok(())
     }
 
     /// SHA-256 and size of every byte read, trailer included: the whole file
@@ -575,6 +666,7 @@ mod tests {
                 count: 0,
                 note: String::new(),
             },
+            layout: crate::format::Layout::Rows,
         };
         let mut w = BackupFileWriter::new(
             Box::new(MemoryWriter(out.clone())),

@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use super::block_gather::BlockGather;
 use super::{
     DOCUMENT_CHUNK_BYTES, DocumentTotals, DocumentsInfo, FORMAT_NAME, FORMAT_VERSION,
-    FORMAT_VERSION_NO_DOCUMENTS, Header, Trailer,
+    FORMAT_VERSION_COLUMNS, FORMAT_VERSION_NO_DOCUMENTS, Header, Layout, Trailer,
 };
 use crate::backup::record::Progress;
 use crate::error::{Error, Result};
@@ -26,6 +27,7 @@ pub struct FileIdentity {
     pub description: String,
     pub include_documents: bool,
     pub documents: DocumentsInfo,
+    pub layout: Layout,
 }
 
 /// What a finished file holds.
@@ -64,6 +66,9 @@ pub struct BackupFileWriter {
     row_counts: Vec<u64>,
     progress: Arc<Mutex<Progress>>,
     documents: Option<DocumentsSection>,
+    /// The current table's rows while they are gathered into column
+    /// blocks (`columns` layout only).
+    gather: Option<BlockGather>,
 }
 
 impl BackupFileWriter {
@@ -85,6 +90,7 @@ impl BackupFileWriter {
             row_counts: Vec::new(),
             progress,
             documents: None,
+            gather: None,
         }
     }
 
@@ -94,7 +100,9 @@ impl BackupFileWriter {
     }
 
     fn format_version(&self) -> u32 {
-        if self.identity.documents.included {
+        if self.identity.layout == Layout::Columns {
+            FORMAT_VERSION_COLUMNS
+        } else if self.identity.documents.included {
             FORMAT_VERSION
         } else {
             FORMAT_VERSION_NO_DOCUMENTS
@@ -247,6 +255,39 @@ impl BackupFileWriter {
         Ok(Some(totals))
     }
 
+    /// Feeds rows to the current table's column blocks, writing each block
+    /// as it fills.
+    async fn gather_rows(&mut self, mut data: &[u8]) -> Result<()> {
+        let mut gather = self
+            .gather
+            .take()
+            .ok_or_else(|| Error::internal("rows outside a table"))?;
+        let result = async {
+            while !data.is_empty() {
+                let used = gather.feed(data)?;
+                data = &data[used..];
+                if gather.is_full() {
+                    self.write_block(&mut gather).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        self.gather = Some(gather);
+        result
+    }
+
+    /// Writes a full (or the table's last) block, one column line at a time.
+    async fn write_block(&mut self, gather: &mut BlockGather) -> Result<()> {
+        gather.write_block_start(&mut self.buf);
+        for i in 0..gather.width() {
+            gather.write_column(i, &mut self.buf)?;
+            self.maybe_flush().await?;
+        }
+        gather.write_block_end(&mut self.buf);
+        self.maybe_flush().await
+    }
+
     fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
     }
@@ -359,6 +400,7 @@ impl DumpSink for BackupFileWriter {
             description: self.identity.description.clone(),
             include_documents: self.identity.include_documents,
             documents: self.identity.documents.clone(),
+            layout: self.identity.layout,
             source: source.clone(),
             tables: tables.to_vec(),
         };
@@ -385,12 +427,18 @@ impl DumpSink for BackupFileWriter {
             .get(index)
             .ok_or_else(|| Error::internal("unknown table index"))?;
         let (schema, name) = (table.schema.clone(), table.name.clone());
+        let width = table.columns.len();
         self.push(if index == 0 { b"\n" } else { b",\n" });
         self.push(b"{\"schema\":");
         push_json_string(&mut self.buf, &schema);
         self.push(b",\"name\":");
         push_json_string(&mut self.buf, &name);
-        self.push(b",\"rows\":[");
+        if self.identity.layout == Layout::Columns {
+            self.push(b",\"blocks\":[");
+            self.gather = Some(BlockGather::new(width));
+        } else {
+            self.push(b",\"rows\":[");
+        }
         self.current = Some((index, true));
         if let Ok(mut p) = self.progress.lock() {
             p.current_table = self.tables[index].qualified_name();
@@ -403,6 +451,13 @@ impl DumpSink for BackupFileWriter {
             return Err(Error::internal("rows outside a table"));
         };
         let index = *index;
+        if self.gather.is_some() {
+            self.row_counts[index] += rows;
+            if let (true, Ok(mut p)) = (rows > 0, self.progress.lock()) {
+                p.rows_done += rows;
+            }
+            return self.gather_rows(&encoded).await;
+        }
         // Each row arrives as `,\n[...]`; the table's very first drops its comma.
         let data: &[u8] = if *first && !encoded.is_empty() {
             *first = false;
@@ -422,7 +477,22 @@ impl DumpSink for BackupFileWriter {
         let Some((index, first)) = self.current.take() else {
             return Err(Error::internal("end of a table that was not begun"));
         };
-        self.push(if first { b"]}" } else { b"\n]}" });
+        if let Some(mut gather) = self.gather.take() {
+            gather.finish_table()?;
+            if gather.table_rows() != self.row_counts[index] {
+                return Err(Error::internal(format!(
+                    "{} rows were reported but {} were written",
+                    self.row_counts[index],
+                    gather.table_rows()
+                )));
+            }
+            if !gather.is_empty() {
+                self.write_block(&mut gather).await?;
+            }
+            gather.write_table_end(&mut self.buf);
+        } else {
+            self.push(if first { b"]}" } else { b"\n]}" });
+        }
         self.next_table = index + 1;
         if let Ok(mut p) = self.progress.lock() {
             p.tables_done = self.next_table as u32;

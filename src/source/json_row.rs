@@ -10,6 +10,16 @@ fn bad(what: &str) -> Error {
 /// The raw JSON text of each value of a row, in order.
 pub fn split_values<'a>(row: &'a [u8], out: &mut Vec<&'a [u8]>) -> Result<()> {
     out.clear();
+    for_each_value(row, |start, end| out.push(&row[start..end]))
+}
+
+/// Where each value of a row starts and ends, in order.
+pub fn split_spans(row: &[u8], out: &mut Vec<(usize, usize)>) -> Result<()> {
+    out.clear();
+    for_each_value(row, |start, end| out.push((start, end)))
+}
+
+fn for_each_value(row: &[u8], mut each: impl FnMut(usize, usize)) -> Result<()> {
     let mut i = skip_ws(row, 0);
     if row.get(i) != Some(&b'[') {
         return Err(bad("not an array"));
@@ -21,7 +31,7 @@ pub fn split_values<'a>(row: &'a [u8], out: &mut Vec<&'a [u8]>) -> Result<()> {
     loop {
         let start = i;
         i = skip_value(row, i)?;
-        out.push(&row[start..i]);
+        each(start, i);
         i = skip_ws(row, i);
         match row.get(i) {
             Some(b',') => i = skip_ws(row, i + 1),
@@ -39,7 +49,7 @@ fn trailing(row: &[u8], i: usize) -> Result<()> {
     }
 }
 
-fn skip_ws(s: &[u8], mut i: usize) -> usize {
+pub(crate) fn skip_ws(s: &[u8], mut i: usize) -> usize {
     while i < s.len() && matches!(s[i], b' ' | b'\t' | b'\r' | b'\n') {
         i += 1;
     }
@@ -47,7 +57,7 @@ fn skip_ws(s: &[u8], mut i: usize) -> usize {
 }
 
 /// Index just past the JSON value starting at `i`.
-fn skip_value(s: &[u8], i: usize) -> Result<usize> {
+pub(crate) fn skip_value(s: &[u8], i: usize) -> Result<usize> {
     match s.get(i) {
         Some(b'"') => skip_string(s, i),
         Some(b'{') | Some(b'[') => {
