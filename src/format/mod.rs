@@ -26,7 +26,7 @@ pub const FORMAT_VERSION_COLUMNS: u32 = 3;
 pub const BLOCK_MAX_ROWS: usize = 65_536;
 /// ...or once its values reach this many bytes, whichever comes first; it
 /// bounds the memory of both writer and reader.
-pub const BLOCK_MAX_BYTES: usize = 16 * 1024 * 1024;
+pub const BLOCK_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// A canonical uuid value as PostgreSQL writes it, quotes included:
 /// `"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"`.
 pub const UUID_VALUE_LEN: usize = 38;
