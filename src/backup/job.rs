@@ -14,11 +14,11 @@ use crate::documents::{
     Collecting, FetchQueue, MAX_MISSING_IN_RECORD, MissingDocument, redact_document_url,
 };
 use crate::error::{Error, Result};
-use crate::format::{DocumentsInfo, Layout};
 use crate::format::codec::{
     CompressingWriter, Compression, EncryptingWriter, HashingWriter, StoredDigest,
 };
 use crate::format::writer::{BackupFileWriter, FileIdentity, WrittenFile};
+use crate::format::{DocumentsInfo, Layout};
 use crate::source::Source;
 use crate::storage::ObjectWriter;
 

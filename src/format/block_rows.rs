@@ -5,8 +5,8 @@
 use crate::error::Result;
 use crate::source::json_row::{skip_value, skip_ws};
 
-use super::reader::corrupt;
 use super::UUID_HEX_LEN;
+use super::reader::corrupt;
 
 const PACKED_UUID_START: &[u8] = b"{\"uuid\":\"";
 const PACKED_UUID_MIDDLE: &[u8] = b"\",\"nulls\":[";
@@ -102,7 +102,9 @@ impl BlockRows {
             }
         }
         let uuids = self.rows - nulls.len();
-        if hex.len() != uuids * UUID_HEX_LEN || !hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if hex.len() != uuids * UUID_HEX_LEN
+            || !hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(corrupt("packed uuid column does not hold one uuid per row"));
         }
         Ok(Cursor::Uuids {
@@ -125,7 +127,9 @@ impl BlockRows {
                 if let Cursor::Values { pos, end } = cursor
                     && pos != end
                 {
-                    return Err(corrupt("a column holds more values than its block has rows"));
+                    return Err(corrupt(
+                        "a column holds more values than its block has rows",
+                    ));
                 }
             }
             return Ok(false);
@@ -140,7 +144,9 @@ impl BlockRows {
             match cursor {
                 Cursor::Values { pos, end } => {
                     if *pos >= *end {
-                        return Err(corrupt("a column holds fewer values than its block has rows"));
+                        return Err(corrupt(
+                            "a column holds fewer values than its block has rows",
+                        ));
                     }
                     let column = &self.data[..*end];
                     let value_end = skip_value(column, *pos)?;

@@ -31,7 +31,14 @@ fn table(name: &str, columns: &[&str]) -> TableSchema {
 }
 
 fn uuid(i: usize) -> String {
-    format!("\"{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}\"", i, i % 65_536, i % 4096, (i * 7) % 4096, i * 31)
+    format!(
+        "\"{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}\"",
+        i,
+        i % 65_536,
+        i % 4096,
+        (i * 7) % 4096,
+        i * 31
+    )
 }
 
 /// Rows of each table as the sources hand them on: `,\n[...]` per row.
@@ -126,7 +133,13 @@ fn sample() -> Vec<(TableSchema, Vec<String>)> {
         .collect();
     vec![
         (table("Empty", &["id"]), vec![]),
-        (table("Loan", &["id", "parentId", "mixed", "note", "n", "tagged", "nothing"]), loans),
+        (
+            table(
+                "Loan",
+                &["id", "parentId", "mixed", "note", "n", "tagged", "nothing"],
+            ),
+            loans,
+        ),
         (
             table("Small", &["id", "upper"]),
             vec![
@@ -148,7 +161,11 @@ async fn columns_layout_gives_back_the_rows_of_the_rows_layout() {
         assert!(text.contains("\"formatVersion\":3"), "{}", &text[..200]);
         assert!(text.contains("\"layout\":\"columns\""));
         assert!(text.contains("{\"uuid\":\""), "uuid columns are packed");
-        assert_eq!(text.matches("{\"rows\":").count(), 3, "Loan spans two blocks, Small one");
+        assert_eq!(
+            text.matches("{\"rows\":").count(),
+            3,
+            "Loan spans two blocks, Small one"
+        );
         // Not assert_eq: a diff of 66,000 rows helps nobody.
         assert!(read(columns_file).await.unwrap() == read(rows_file.clone()).await.unwrap());
     }
@@ -189,24 +206,62 @@ async fn structural_faults_in_blocks_are_refused() {
     let u1 = &uuid(1)[1..37].replace('-', "");
     let u2 = &uuid(2)[1..37].replace('-', "");
     let cases: Vec<(Box<dyn Fn(&str) -> String>, &str)> = vec![
-        (Box::new(|f: &str| f.replace("\n[1,2]\n", "\n[1,2,3]\n")), "more values"),
-        (Box::new(|f: &str| f.replace("\n[1,2]\n", "\n[1]\n")), "fewer values"),
-        (Box::new(|f: &str| f.replace("\n[1,2]\n", "\n[1,2,]\n")), "after a comma"),
-        (Box::new(|f: &str| f.replace("{\"rows\":2,", "{\"rows\":3,")), "one uuid per row"),
-        (Box::new(|f: &str| f.replace("{\"rows\":2,", "{\"rows\":0,")), "malformed block start"),
         (
-            Box::new(move |f: &str| f.replace(&format!("\"{u1}{u2}\""), &format!("\"{}\"", u1.to_uppercase() + u2))),
+            Box::new(|f: &str| f.replace("\n[1,2]\n", "\n[1,2,3]\n")),
+            "more values",
+        ),
+        (
+            Box::new(|f: &str| f.replace("\n[1,2]\n", "\n[1]\n")),
+            "fewer values",
+        ),
+        (
+            Box::new(|f: &str| f.replace("\n[1,2]\n", "\n[1,2,]\n")),
+            "after a comma",
+        ),
+        (
+            Box::new(|f: &str| f.replace("{\"rows\":2,", "{\"rows\":3,")),
             "one uuid per row",
         ),
-        (Box::new(|f: &str| f.replace("\"nulls\":[0]", "\"nulls\":[2]")), "out of order"),
-        (Box::new(|f: &str| f.replace("\"nulls\":[0]", "\"nulls\":[x]")), "malformed packed uuid"),
-        (Box::new(|f: &str| f.replace("\n[1,2]\n", "\n[1,2],\n[3,4]\n")), "columns and commas"),
-        (Box::new(|f: &str| f.replace("\n[1,2]\n", "\n")), "malformed"),
-        (Box::new(|f: &str| f.replace("\n[1,2]\n", "\n[1,2]\n[3,4]\n")), "more columns"),
+        (
+            Box::new(|f: &str| f.replace("{\"rows\":2,", "{\"rows\":0,")),
+            "malformed block start",
+        ),
+        (
+            Box::new(move |f: &str| {
+                f.replace(
+                    &format!("\"{u1}{u2}\""),
+                    &format!("\"{}\"", u1.to_uppercase() + u2),
+                )
+            }),
+            "one uuid per row",
+        ),
+        (
+            Box::new(|f: &str| f.replace("\"nulls\":[0]", "\"nulls\":[2]")),
+            "out of order",
+        ),
+        (
+            Box::new(|f: &str| f.replace("\"nulls\":[0]", "\"nulls\":[x]")),
+            "malformed packed uuid",
+        ),
+        (
+            Box::new(|f: &str| f.replace("\n[1,2]\n", "\n[1,2],\n[3,4]\n")),
+            "columns and commas",
+        ),
+        (
+            Box::new(|f: &str| f.replace("\n[1,2]\n", "\n")),
+            "malformed",
+        ),
+        (
+            Box::new(|f: &str| f.replace("\n[1,2]\n", "\n[1,2]\n[3,4]\n")),
+            "more columns",
+        ),
     ];
     for (edit, expected) in cases {
         let error = refused(edit).await;
-        assert!(error.contains(expected), "expected {expected:?}, got {error}");
+        assert!(
+            error.contains(expected),
+            "expected {expected:?}, got {error}"
+        );
     }
 }
 
@@ -216,5 +271,8 @@ async fn a_columns_file_claiming_another_version_is_refused() {
     let file = String::from_utf8(write(Layout::Columns, &tables, 1 << 20).await).unwrap();
     let edited = file.replace("\"formatVersion\":3", "\"formatVersion\":2");
     let error = read(edited.into_bytes()).await.unwrap_err().to_string();
-    assert!(error.contains("columns layout is format version 3"), "{error}");
+    assert!(
+        error.contains("columns layout is format version 3"),
+        "{error}"
+    );
 }

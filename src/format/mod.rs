@@ -3,9 +3,9 @@
 
 mod block_gather;
 mod block_rows;
+pub mod codec;
 #[cfg(test)]
 mod layout_tests;
-pub mod codec;
 pub mod reader;
 pub mod writer;
 
