@@ -91,8 +91,7 @@ async fn write(layout: Layout, tables: &[(TableSchema, Vec<String>)], piece: usi
         w.end_table().await.unwrap();
     }
     w.finish().await.unwrap();
-    let file = out.lock().unwrap().clone();
-    file
+    out.lock().map(|file| file.clone()).unwrap()
 }
 
 fn byte_stream(bytes: Vec<u8>) -> ByteStream {
@@ -201,11 +200,13 @@ async fn refused(edit: impl Fn(&str) -> String) -> String {
     }
 }
 
+type Edit<'a> = Box<dyn Fn(&str) -> String + 'a>;
+
 #[tokio::test]
 async fn structural_faults_in_blocks_are_refused() {
     let u1 = &uuid(1)[1..37].replace('-', "");
     let u2 = &uuid(2)[1..37].replace('-', "");
-    let cases: Vec<(Box<dyn Fn(&str) -> String>, &str)> = vec![
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|f: &str| f.replace("\n[1,2]\n", "\n[1,2,3]\n")),
             "more values",
