@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Executor, PgPool, Row};
 
 use super::pg_load::CopyEncoder;
-use super::postgres::{connect_pool, read_schema};
+use super::postgres::{connect_pool, is_cockroach, read_schema};
 use super::{
     CommitGuard, TableProgress, TableSchema, Target, ValueEncoding, compare_schemas, quote_ident,
 };
@@ -49,7 +49,8 @@ impl Target for PostgresTarget {
             .acquire()
             .await
             .map_err(|e| Error::database("connecting to the restore target", &e))?;
-        let found = read_schema(&mut conn).await?;
+        let cockroach = is_cockroach(&mut conn).await?;
+        let found = read_schema(&mut conn, cockroach).await?;
         Ok(compare_schemas(tables, &found))
     }
 
@@ -66,12 +67,9 @@ impl Target for PostgresTarget {
             .begin()
             .await
             .map_err(|e| Error::database("starting the restore transaction", &e))?;
-        let version: String = sqlx::query_scalar("SELECT version()")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| Error::database("reading server version", &e))?;
+        let cockroach = is_cockroach(&mut tx).await?;
         if !tables.is_empty() {
-            if version.contains("CockroachDB") {
+            if cockroach {
                 for table in tables.iter().rev() {
                     let sql = format!("DELETE FROM {}", qualified(table));
                     tx.execute(AssertSqlSafe(sql)).await.map_err(|e| {
