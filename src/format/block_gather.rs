@@ -30,6 +30,8 @@ pub(super) struct BlockGather {
     table_rows: u64,
     blocks: u64,
     spans: Vec<(usize, usize)>,
+    /// A row that did not fit the block; it starts the next one.
+    pending: Option<Vec<u8>>,
 }
 
 impl BlockGather {
@@ -49,6 +51,7 @@ impl BlockGather {
             table_rows: 0,
             blocks: 0,
             spans: Vec::with_capacity(width),
+            pending: None,
         }
     }
 
@@ -57,7 +60,7 @@ impl BlockGather {
     }
 
     pub(super) fn is_full(&self) -> bool {
-        self.rows >= BLOCK_MAX_ROWS || self.bytes >= BLOCK_MAX_BYTES
+        self.pending.is_some() || self.rows >= BLOCK_MAX_ROWS || self.bytes >= BLOCK_MAX_BYTES
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -73,11 +76,11 @@ impl BlockGather {
             let segment = &data[used..used + pos];
             used += pos + 1;
             if self.carry.is_empty() {
-                self.add_row(segment)?;
+                self.add_line(segment)?;
             } else {
                 let mut carried = std::mem::take(&mut self.carry);
                 carried.extend_from_slice(segment);
-                let added = self.add_row(&carried);
+                let added = self.add_line(&carried);
                 carried.clear();
                 self.carry = carried;
                 added?;
@@ -93,18 +96,30 @@ impl BlockGather {
     /// The table ended: the carried bytes are its last row.
     pub(super) fn finish_table(&mut self) -> Result<()> {
         let carried = std::mem::take(&mut self.carry);
-        self.add_row(&carried)
+        self.add_line(&carried)
     }
 
-    /// Adds one line of the row stream: `[...]` with an optional trailing
-    /// comma; the empty piece before a table's first row is skipped.
-    fn add_row(&mut self, line: &[u8]) -> Result<()> {
+    /// Takes one line of the row stream: `[...]` with an optional trailing
+    /// comma; the empty piece before a table's first row is skipped. A row
+    /// that would take the block past `BLOCK_MAX_BYTES` is kept for the
+    /// next block, so a block of more than one row stays within it (which
+    /// is what readers rely on).
+    fn add_line(&mut self, line: &[u8]) -> Result<()> {
         let row = line.strip_suffix(b",").unwrap_or(line);
         if row.is_empty() {
             return Ok(());
         }
-        split_spans(row, &mut self.spans)
-            .map_err(|e| e.context("writing a row in the columns layout"))?;
+        if self.rows > 0 && self.bytes + row.len() > BLOCK_MAX_BYTES {
+            self.pending = Some(row.to_vec());
+            return Ok(());
+        }
+        self.add_row(row)
+    }
+
+    fn add_row(&mut self, row: &[u8]) -> Result<()> {
+        split_spans(row, &mut self.spans).map_err(|e| {
+            Error::internal(format!("a source row could not be split into values: {e}"))
+        })?;
         if self.spans.len() != self.columns.len() {
             return Err(Error::internal(format!(
                 "a row has {} values for {} columns",
@@ -167,11 +182,16 @@ impl BlockGather {
         Ok(())
     }
 
-    /// Closes the block; the next rows start a new one.
-    pub(super) fn write_block_end(&mut self, out: &mut Vec<u8>) {
+    /// Closes the block; the next rows start a new one, beginning with the
+    /// row that did not fit.
+    pub(super) fn write_block_end(&mut self, out: &mut Vec<u8>) -> Result<()> {
         out.extend_from_slice(b"\n]}");
         self.rows = 0;
         self.bytes = 0;
+        match self.pending.take() {
+            Some(row) => self.add_row(&row),
+            None => Ok(()),
+        }
     }
 
     /// The table's end, after its last block.

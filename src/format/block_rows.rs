@@ -1,6 +1,7 @@
 //! Turns one column block of the `columns` layout back into rows, written
 //! exactly as the `rows` layout would hold them (`[v1,v2,...]`), so every
-//! consumer of the reader sees one shape. Memory is the block itself.
+//! consumer of the reader sees one shape. Memory is the block itself: the
+//! reader's line buffers are taken over, not copied.
 
 use crate::error::Result;
 use crate::source::json_row::{skip_value, skip_ws};
@@ -12,7 +13,7 @@ const PACKED_UUID_START: &[u8] = b"{\"uuid\":\"";
 const PACKED_UUID_MIDDLE: &[u8] = b"\",\"nulls\":[";
 const PACKED_UUID_END: &[u8] = b"]}";
 
-/// Where the next value of a column is.
+/// Where the next value of a column is, in that column's line.
 enum Cursor {
     /// A JSON array: the next value's offset and the closing bracket's.
     Values { pos: usize, end: usize },
@@ -26,8 +27,11 @@ enum Cursor {
 }
 
 pub(super) struct BlockRows {
-    data: Vec<u8>,
+    /// One line per column (buffers kept for the next block).
+    lines: Vec<Vec<u8>>,
     cursors: Vec<Cursor>,
+    /// Bytes of the block's column lines so far.
+    bytes: usize,
     rows: usize,
     next: usize,
     row: Vec<u8>,
@@ -36,8 +40,9 @@ pub(super) struct BlockRows {
 impl BlockRows {
     pub(super) fn new() -> Self {
         Self {
-            data: Vec::new(),
+            lines: Vec::new(),
             cursors: Vec::new(),
+            bytes: 0,
             rows: 0,
             next: 0,
             row: Vec::new(),
@@ -46,7 +51,7 @@ impl BlockRows {
 
     /// Starts a block of `rows` rows.
     pub(super) fn begin(&mut self, rows: usize) {
-        self.data.clear();
+        self.bytes = 0;
         self.cursors.clear();
         self.rows = rows;
         self.next = 0;
@@ -54,66 +59,77 @@ impl BlockRows {
 
     /// Bytes of the block's column lines so far.
     pub(super) fn len(&self) -> usize {
-        self.data.len()
+        self.bytes
     }
 
-    /// Adds the next column line (its separating comma already removed).
-    pub(super) fn add_column(&mut self, line: &[u8]) -> Result<()> {
-        let base = self.data.len();
-        self.data.extend_from_slice(line);
-        let cursor = if line.first() == Some(&b'[') {
-            if line.last() != Some(&b']') || line.len() < 2 {
+    /// Takes the next column line from `line` (leaving it an empty buffer);
+    /// its first `len` bytes are the column, without the separating comma.
+    pub(super) fn add_column(&mut self, line: &mut Vec<u8>, len: usize) -> Result<()> {
+        let index = self.cursors.len();
+        if self.lines.len() == index {
+            self.lines.push(Vec::new());
+        }
+        std::mem::swap(&mut self.lines[index], line);
+        line.clear();
+        self.bytes += len;
+        let column = self.lines[index]
+            .get(..len)
+            .ok_or_else(|| corrupt("malformed column"))?;
+        let cursor = if column.first() == Some(&b'[') {
+            if column.last() != Some(&b']') || column.len() < 2 {
                 return Err(corrupt("malformed column"));
             }
             Cursor::Values {
-                pos: skip_ws(&self.data, base + 1),
-                end: base + line.len() - 1,
+                pos: skip_ws(column, 1),
+                end: column.len() - 1,
             }
         } else {
-            self.packed_uuids(base, line)?
+            packed_uuids(self.rows, column)?
         };
         self.cursors.push(cursor);
         Ok(())
     }
+}
 
-    /// Checks a packed uuid column: `{"uuid":"<hex>","nulls":[rows]}` with
-    /// 32 lowercase hex digits for every row not listed in `nulls`.
-    fn packed_uuids(&self, base: usize, line: &[u8]) -> Result<Cursor> {
-        let bad = || corrupt("malformed packed uuid column");
-        let body = line
-            .strip_prefix(PACKED_UUID_START)
-            .and_then(|l| l.strip_suffix(PACKED_UUID_END))
-            .ok_or_else(bad)?;
-        let hex_len = memchr::memchr(b'"', body).ok_or_else(bad)?;
-        let (hex, rest) = body.split_at(hex_len);
-        let list = rest.strip_prefix(PACKED_UUID_MIDDLE).ok_or_else(bad)?;
-        let mut nulls = Vec::new();
-        if !list.is_empty() {
-            for item in list.split(|&b| b == b',') {
-                let row: usize = std::str::from_utf8(item)
-                    .ok()
-                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(bad)?;
-                if row >= self.rows || nulls.last().is_some_and(|&last| last >= row) {
-                    return Err(corrupt("packed uuid column lists a null row out of order"));
-                }
-                nulls.push(row);
+/// Checks a packed uuid column: `{"uuid":"<hex>","nulls":[rows]}` with 32
+/// lowercase hex digits for every one of `rows` rows not listed in `nulls`.
+fn packed_uuids(rows: usize, line: &[u8]) -> Result<Cursor> {
+    let bad = || corrupt("malformed packed uuid column");
+    let body = line
+        .strip_prefix(PACKED_UUID_START)
+        .and_then(|l| l.strip_suffix(PACKED_UUID_END))
+        .ok_or_else(bad)?;
+    let hex_len = memchr::memchr(b'"', body).ok_or_else(bad)?;
+    let (hex, rest) = body.split_at(hex_len);
+    let list = rest.strip_prefix(PACKED_UUID_MIDDLE).ok_or_else(bad)?;
+    let mut nulls = Vec::new();
+    if !list.is_empty() {
+        for item in list.split(|&b| b == b',') {
+            let row: usize = std::str::from_utf8(item)
+                .ok()
+                .filter(|s| is_canonical_count(s))
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(bad)?;
+            if row >= rows || nulls.last().is_some_and(|&last| last >= row) {
+                return Err(corrupt("packed uuid column lists a null row out of order"));
             }
+            nulls.push(row);
         }
-        let uuids = self.rows - nulls.len();
-        if hex.len() != uuids * UUID_HEX_LEN
-            || !hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            return Err(corrupt("packed uuid column does not hold one uuid per row"));
-        }
-        Ok(Cursor::Uuids {
-            pos: base + PACKED_UUID_START.len(),
-            nulls,
-            passed: 0,
-        })
     }
+    let uuids = rows - nulls.len();
+    if hex.len() != uuids * UUID_HEX_LEN
+        || !hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(corrupt("packed uuid column does not hold one uuid per row"));
+    }
+    Ok(Cursor::Uuids {
+        pos: PACKED_UUID_START.len(),
+        nulls,
+        passed: 0,
+    })
+}
 
+impl BlockRows {
     /// The row `advance` made.
     pub(super) fn row(&self) -> &[u8] {
         &self.row
@@ -137,7 +153,7 @@ impl BlockRows {
         let row_index = self.next;
         self.row.clear();
         self.row.push(b'[');
-        for (i, cursor) in self.cursors.iter_mut().enumerate() {
+        for (i, (cursor, line)) in self.cursors.iter_mut().zip(&self.lines).enumerate() {
             if i > 0 {
                 self.row.push(b',');
             }
@@ -148,7 +164,7 @@ impl BlockRows {
                             "a column holds fewer values than its block has rows",
                         ));
                     }
-                    let column = &self.data[..*end];
+                    let column = &line[..*end];
                     let value_end = skip_value(column, *pos)?;
                     self.row.extend_from_slice(&column[*pos..value_end]);
                     let after = skip_ws(column, value_end);
@@ -167,8 +183,7 @@ impl BlockRows {
                         self.row.extend_from_slice(b"null");
                         continue;
                     }
-                    let hex = self
-                        .data
+                    let hex = line
                         .get(*pos..*pos + UUID_HEX_LEN)
                         .ok_or_else(|| corrupt("packed uuid column ends early"))?;
                     self.row.push(b'"');
@@ -187,4 +202,9 @@ impl BlockRows {
         self.next += 1;
         Ok(true)
     }
+}
+
+/// A decimal count as the writer writes it: digits, no leading zero.
+pub(super) fn is_canonical_count(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
 }

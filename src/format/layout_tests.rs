@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::reader::{BackupReader, Event};
 use super::writer::{BackupFileWriter, FileIdentity};
-use super::{BLOCK_MAX_ROWS, DocumentsInfo, Layout};
+use super::{BLOCK_MAX_BYTES, BLOCK_MAX_ROWS, BLOCK_MAX_TEXT, DocumentsInfo, Layout};
 use crate::source::{ColumnSchema, DumpSink, SourceInfo, TableSchema, ValueEncoding};
 use crate::storage::{ByteStream, MemoryWriter};
 
@@ -276,4 +276,67 @@ async fn a_columns_file_claiming_another_version_is_refused() {
         error.contains("columns layout is format version 3"),
         "{error}"
     );
+}
+
+/// Each block's `rows`, per table, from the file's text.
+fn block_rows(file: &[u8]) -> Vec<Vec<u64>> {
+    let text = std::str::from_utf8(file).unwrap();
+    let mut tables = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("{\"schema\":") {
+            tables.push(Vec::new());
+        } else if let Some(rest) = line.strip_prefix("{\"rows\":") {
+            let n = rest.split(',').next().unwrap().parse().unwrap();
+            tables.last_mut().unwrap().push(n);
+        }
+    }
+    tables
+}
+
+#[tokio::test]
+async fn blocks_end_at_the_row_limit_and_before_the_byte_limit() {
+    let narrow = |n: usize| (0..n).map(|i| format!("[{i}]")).collect::<Vec<_>>();
+    // Three rows of 3 MiB: the third would pass 8 MiB, so it starts the next
+    // block. A row of 9 MiB is a block of its own, before and after.
+    let big = |c: char, mib: usize| format!("[\"{}\"]", c.to_string().repeat(mib << 20));
+    let tables = vec![
+        (table("Exact", &["n"]), narrow(BLOCK_MAX_ROWS)),
+        (table("Twice", &["n"]), narrow(2 * BLOCK_MAX_ROWS)),
+        (table("NoColumns", &[]), vec!["[]".to_string(); 3]),
+        (
+            table("Wide", &["v"]),
+            vec![big('a', 3), big('b', 3), big('c', 3)],
+        ),
+        (
+            table("Huge", &["v"]),
+            vec!["[\"x\"]".into(), big('d', 9), "[\"y\"]".into()],
+        ),
+    ];
+    assert!(9 << 20 > BLOCK_MAX_BYTES);
+    let file = write(Layout::Columns, &tables, 1 << 16).await;
+    assert_eq!(
+        block_rows(&file),
+        vec![
+            vec![BLOCK_MAX_ROWS as u64],
+            vec![BLOCK_MAX_ROWS as u64, BLOCK_MAX_ROWS as u64],
+            vec![3],
+            vec![2, 1],
+            vec![1, 1, 1],
+        ]
+    );
+    let expected: Vec<Vec<String>> = tables.into_iter().map(|(_, rows)| rows).collect();
+    assert!(read(file).await.unwrap() == expected);
+}
+
+#[tokio::test]
+async fn a_block_of_many_rows_longer_than_the_limit_is_refused_before_it_is_read_whole() {
+    let tables = vec![(
+        table("T", &["v"]),
+        vec!["[\"a\"]".to_string(), "[\"b\"]".to_string()],
+    )];
+    let file = String::from_utf8(write(Layout::Columns, &tables, 1 << 20).await).unwrap();
+    let long = format!("[\"{}\",\"b\"]", "a".repeat(BLOCK_MAX_TEXT + (1 << 20)));
+    let edited = file.replace("[\"a\",\"b\"]", &long);
+    let error = read(edited.into_bytes()).await.unwrap_err().to_string();
+    assert!(error.contains("a line is longer than"), "{error}");
 }

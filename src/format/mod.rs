@@ -1,5 +1,6 @@
-//! The backup file: one JSON document laid out one row per line, so it can be
-//! written and checked as a stream. See docs/backup-format.md.
+//! The backup file: one JSON document laid out in lines (one row per line, or
+//! column blocks for compressed backups), so it can be written and checked
+//! as a stream. See docs/backup-format.md.
 
 mod block_gather;
 mod block_rows;
@@ -18,15 +19,20 @@ use crate::source::{SourceInfo, TableSchema};
 pub const FORMAT_NAME: &str = "backup-service";
 /// Files with a documents section, in the `rows` layout. Readers accept
 /// every version from `FORMAT_VERSION_NO_DOCUMENTS` to `FORMAT_VERSION_COLUMNS`.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION_DOCUMENTS: u32 = 2;
 /// Files in the `columns` layout (compressed backups), with or without
 /// documents.
 pub const FORMAT_VERSION_COLUMNS: u32 = 3;
 /// A column block ends after this many rows...
 pub const BLOCK_MAX_ROWS: usize = 65_536;
-/// ...or once its values reach this many bytes, whichever comes first; it
-/// bounds the memory of both writer and reader.
+/// ...or before its values would pass this many bytes, whichever comes
+/// first; only a block of a single row may be longer. It bounds the
+/// writer's memory.
 pub const BLOCK_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Readers refuse a block of more than one row whose column lines are
+/// longer than this (the values plus brackets, commas and newlines, with
+/// room to spare); it bounds the reader's memory.
+pub const BLOCK_MAX_TEXT: usize = 2 * BLOCK_MAX_BYTES;
 /// A canonical uuid value as PostgreSQL writes it, quotes included:
 /// `"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"`.
 pub const UUID_VALUE_LEN: usize = 38;

@@ -8,17 +8,18 @@ use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::block_rows::BlockRows;
+use super::block_rows::{BlockRows, is_canonical_count};
 use super::{
-    BLOCK_MAX_ROWS, DOCUMENTS_LINE, DocumentTotals, FORMAT_NAME, FORMAT_VERSION_COLUMNS,
-    FORMAT_VERSION_NO_DOCUMENTS, Header, Layout, MISSING_LINE, TRAILER_PREFIX, Trailer,
+    BLOCK_MAX_ROWS, BLOCK_MAX_TEXT, DOCUMENTS_LINE, DocumentTotals, FORMAT_NAME,
+    FORMAT_VERSION_COLUMNS, FORMAT_VERSION_NO_DOCUMENTS, Header, Layout, MISSING_LINE,
+    TRAILER_PREFIX, Trailer,
 };
 use crate::documents::MissingDocument;
 use crate::error::{Error, ErrorCode, Result};
 use crate::storage::ByteStream;
 
-/// A row longer than this is taken as a broken file, not a row; the same
-/// bound holds for a whole column block.
+/// A row longer than this is taken as a broken file, not a row; a column
+/// block of one row has the same bound, longer blocks `BLOCK_MAX_TEXT`.
 const MAX_LINE: usize = 1 << 30;
 /// The longest line of the documents section: a base64 chunk is 64 KiB, and
 /// a document start or missing-document line holds one URL (at most
@@ -422,6 +423,7 @@ impl BackupReader {
                     })?;
                     self.next_table += 1;
                     self.blocks = 0;
+                    self.expect_more = false;
                     match rest {
                         b"" => self.state = State::InTable(index),
                         b"]}" | b"]}," => {
@@ -505,24 +507,26 @@ impl BackupReader {
             .strip_prefix(b"{\"rows\":")
             .and_then(|l| l.strip_suffix(b",\"columns\":["))
             .and_then(|n| std::str::from_utf8(n).ok())
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|n| is_canonical_count(n))
             .and_then(|n| n.parse().ok())
             .filter(|n| (1..=BLOCK_MAX_ROWS).contains(n))
             .ok_or_else(|| corrupt("malformed block start"))?;
         let width = self.header.tables[index].columns.len();
         self.block.begin(rows);
+        // Only a block of one row may be as long as a row may be.
+        let block_limit = if rows == 1 { MAX_LINE } else { BLOCK_MAX_TEXT };
         for column in 0..width {
-            let limit = MAX_LINE.saturating_sub(self.block.len());
+            let limit = block_limit.saturating_sub(self.block.len());
             if !self.next_line(true, limit).await? {
                 return Err(corrupt("file is truncated"));
             }
             let last = column + 1 == width;
-            let line = match (self.line.strip_suffix(b","), last) {
-                (Some(line), false) => line,
-                (None, true) => &self.line[..],
+            let len = match (self.line.last() == Some(&b','), last) {
+                (true, false) => self.line.len() - 1,
+                (false, true) => self.line.len(),
                 _ => return Err(corrupt("malformed block: columns and commas do not match")),
             };
-            self.block.add_column(line)?;
+            self.block.add_column(&mut self.line, len)?;
         }
         if !self.next_line(true, MAX_LINE).await? {
             return Err(corrupt("file is truncated"));

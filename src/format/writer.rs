@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use super::block_gather::BlockGather;
 use super::{
-    DOCUMENT_CHUNK_BYTES, DocumentTotals, DocumentsInfo, FORMAT_NAME, FORMAT_VERSION,
-    FORMAT_VERSION_COLUMNS, FORMAT_VERSION_NO_DOCUMENTS, Header, Layout, Trailer,
+    DOCUMENT_CHUNK_BYTES, DocumentTotals, DocumentsInfo, FORMAT_NAME, FORMAT_VERSION_COLUMNS,
+    FORMAT_VERSION_DOCUMENTS, FORMAT_VERSION_NO_DOCUMENTS, Header, Layout, Trailer,
 };
 use crate::backup::record::Progress;
 use crate::error::{Error, Result};
@@ -103,7 +103,7 @@ impl BackupFileWriter {
         if self.identity.layout == Layout::Columns {
             FORMAT_VERSION_COLUMNS
         } else if self.identity.documents.included {
-            FORMAT_VERSION
+            FORMAT_VERSION_DOCUMENTS
         } else {
             FORMAT_VERSION_NO_DOCUMENTS
         }
@@ -284,7 +284,7 @@ impl BackupFileWriter {
             gather.write_column(i, &mut self.buf)?;
             self.maybe_flush().await?;
         }
-        gather.write_block_end(&mut self.buf);
+        gather.write_block_end(&mut self.buf)?;
         self.maybe_flush().await
     }
 
@@ -479,15 +479,16 @@ impl DumpSink for BackupFileWriter {
         };
         if let Some(mut gather) = self.gather.take() {
             gather.finish_table()?;
+            // Twice when the last row did not fit the block before it.
+            while !gather.is_empty() {
+                self.write_block(&mut gather).await?;
+            }
             if gather.table_rows() != self.row_counts[index] {
                 return Err(Error::internal(format!(
                     "{} rows were reported but {} were written",
                     self.row_counts[index],
                     gather.table_rows()
                 )));
-            }
-            if !gather.is_empty() {
-                self.write_block(&mut gather).await?;
             }
             gather.write_table_end(&mut self.buf);
         } else {
