@@ -312,7 +312,7 @@ async fn blocks_end_at_the_row_limit_and_before_the_byte_limit() {
             vec!["[\"x\"]".into(), big('d', 9), "[\"y\"]".into()],
         ),
     ];
-    assert!(9 << 20 > BLOCK_MAX_BYTES);
+    const { assert!(9 << 20 > BLOCK_MAX_BYTES) };
     let file = write(Layout::Columns, &tables, 1 << 16).await;
     assert_eq!(
         block_rows(&file),
