@@ -19,6 +19,8 @@ use crate::source::{DumpSink, SourceInfo, TableSchema, push_json_string};
 use crate::storage::{ObjectWriter, StoredObject};
 
 const FLUSH_BYTES: usize = 256 * 1024;
+/// Pieces of rows at least this big skip the buffer.
+const FORWARD_BYTES: usize = 64 * 1024;
 
 /// What the file is about, known before the dump starts.
 pub struct FileIdentity {
@@ -296,14 +298,20 @@ impl BackupFileWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.hasher.update(&self.buf);
-        self.bytes += self.buf.len() as u64;
         let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(FLUSH_BYTES + 64 * 1024));
+        self.send(Bytes::from(piece)).await
+    }
+
+    /// Hashes `piece` and hands it to storage; everything in the file
+    /// passes through here, in order.
+    async fn send(&mut self, piece: Bytes) -> Result<()> {
+        self.hasher.update(&piece);
+        self.bytes += piece.len() as u64;
         let out = self
             .out
             .as_mut()
             .ok_or_else(|| Error::internal("backup file already closed"))?;
-        out.write(Bytes::from(piece)).await?;
+        out.write(piece).await?;
         if let Ok(mut p) = self.progress.lock() {
             p.bytes_written = self.bytes;
         }
@@ -459,18 +467,23 @@ impl DumpSink for BackupFileWriter {
             return self.gather_rows(&encoded).await;
         }
         // Each row arrives as `,\n[...]`; the table's very first drops its comma.
-        let data: &[u8] = if *first && !encoded.is_empty() {
+        let data = if *first && !encoded.is_empty() {
             *first = false;
-            encoded.get(1..).unwrap_or_default()
+            encoded.slice(1..)
         } else {
-            &encoded
+            encoded
         };
-        self.buf.extend_from_slice(data);
         self.row_counts[index] += rows;
         if let (true, Ok(mut p)) = (rows > 0, self.progress.lock()) {
             p.rows_done += rows;
         }
-        self.maybe_flush().await
+        if data.len() < FORWARD_BYTES {
+            self.buf.extend_from_slice(&data);
+            return self.maybe_flush().await;
+        }
+        // Big pieces go on as they are, without a copy into the buffer.
+        self.flush().await?;
+        self.send(data).await
     }
 
     async fn end_table(&mut self) -> Result<()> {
