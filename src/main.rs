@@ -17,8 +17,34 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Buffers of 1 MiB and more (the zstd window, column blocks) are mapped
+/// and unmapped on their own, so they go back to the system when freed.
+/// glibc would otherwise raise its mmap threshold after the first such free
+/// and keep later ones in per-thread arenas: a restore of a zstd backup held
+/// 110 MiB instead of about 60.
+fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; no memory is touched.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+fn main() -> ExitCode {
+    return_large_buffers_to_the_system();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve(ServeConfig::from_env()).await,
