@@ -234,7 +234,6 @@ pub fn url_query(columns: &[ResolvedColumn]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{ColumnSchema, ValueEncoding};
 
     fn r(schema: Option<&str>, table: &str, column: &str) -> ColumnRef {
         ColumnRef {
@@ -284,21 +283,7 @@ mod tests {
     }
 
     fn table(schema: &str, name: &str, columns: &[&str]) -> TableSchema {
-        TableSchema {
-            schema: schema.into(),
-            name: name.into(),
-            columns: columns
-                .iter()
-                .map(|c| ColumnSchema {
-                    name: (*c).into(),
-                    sql_type: "text".into(),
-                    encoding: ValueEncoding::Text,
-                    nullable: true,
-                })
-                .collect(),
-            primary_key: vec![],
-            foreign_keys: vec![],
-        }
+        TableSchema::of_text(schema, name, columns)
     }
 
     #[test]

@@ -9,25 +9,11 @@ use bytes::Bytes;
 use super::reader::{BackupReader, Event};
 use super::writer::{BackupFileWriter, FileIdentity};
 use super::{BLOCK_MAX_BYTES, BLOCK_MAX_ROWS, BLOCK_MAX_TEXT, DocumentsInfo, Layout};
-use crate::source::{ColumnSchema, DumpSink, SourceInfo, TableSchema, ValueEncoding};
+use crate::source::{DumpSink, SourceInfo, TableSchema};
 use crate::storage::{ByteStream, MemoryWriter};
 
 fn table(name: &str, columns: &[&str]) -> TableSchema {
-    TableSchema {
-        schema: "public".into(),
-        name: name.into(),
-        columns: columns
-            .iter()
-            .map(|c| ColumnSchema {
-                name: (*c).into(),
-                sql_type: "text".into(),
-                encoding: ValueEncoding::Text,
-                nullable: true,
-            })
-            .collect(),
-        primary_key: vec![],
-        foreign_keys: vec![],
-    }
+    TableSchema::of_text("public", name, columns)
 }
 
 fn uuid(i: usize) -> String {

@@ -452,11 +452,7 @@ impl BackupReader {
                     if !self.next_line(true, MAX_LINE).await? {
                         return Err(corrupt("file is truncated"));
                     }
-                    if self.line == b"]}" || self.line == b"]}," {
-                        if self.expect_more {
-                            return Err(corrupt("row list ends after a comma"));
-                        }
-                        self.expect_more = self.line.len() == 3;
+                    if self.closes_list("row list")? {
                         self.state = State::Data;
                         return Ok(Some(Event::TableEnd(index)));
                     }
@@ -485,17 +481,26 @@ impl BackupReader {
         }
     }
 
+    /// True when the line just read closes a table's list (`]}`, or `]},`
+    /// when another table follows); a list may not end right after a comma.
+    fn closes_list(&mut self, what: &str) -> Result<bool> {
+        if self.line != b"]}" && self.line != b"]}," {
+            return Ok(false);
+        }
+        if self.expect_more {
+            return Err(corrupt(format!("{what} ends after a comma")));
+        }
+        self.expect_more = self.line.len() == 3;
+        Ok(true)
+    }
+
     /// Reads a column block of table `index` into `self.block` (state
     /// `InBlock`), or the table's end (state `Data`).
     async fn read_block(&mut self, index: usize) -> Result<()> {
         if !self.next_line(true, MAX_LINE).await? {
             return Err(corrupt("file is truncated"));
         }
-        if self.line == b"]}" || self.line == b"]}," {
-            if self.expect_more {
-                return Err(corrupt("block list ends after a comma"));
-            }
-            self.expect_more = self.line.len() == 3;
+        if self.closes_list("block list")? {
             self.state = State::Data;
             return Ok(());
         }

@@ -85,6 +85,26 @@ pub struct TableSchema {
 }
 
 impl TableSchema {
+    /// A table of nullable text columns and no keys, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn of_text(schema: &str, name: &str, columns: &[&str]) -> Self {
+        Self {
+            schema: schema.into(),
+            name: name.into(),
+            columns: columns
+                .iter()
+                .map(|c| ColumnSchema {
+                    name: (*c).into(),
+                    sql_type: "text".into(),
+                    encoding: ValueEncoding::Text,
+                    nullable: true,
+                })
+                .collect(),
+            primary_key: vec![],
+            foreign_keys: vec![],
+        }
+    }
+
     /// `schema.name`, the key of row counts.
     pub fn qualified_name(&self) -> String {
         if self.schema.is_empty() {
