@@ -57,6 +57,13 @@ impl BlockRows {
         self.next = 0;
     }
 
+    /// Frees the line buffers kept for the next block.
+    pub(super) fn release(&mut self) {
+        self.lines = Vec::new();
+        self.cursors.clear();
+        self.row = Vec::new();
+    }
+
     /// Bytes of the block's column lines so far.
     pub(super) fn len(&self) -> usize {
         self.bytes

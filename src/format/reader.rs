@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{Buf, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
@@ -99,7 +99,8 @@ struct CurrentDocument {
 
 pub struct BackupReader {
     stream: ByteStream,
-    buf: BytesMut,
+    /// What is left of the last chunk read; never more than one chunk.
+    buf: Bytes,
     line: Vec<u8>,
     eof: bool,
     hasher: Sha256,
@@ -126,7 +127,7 @@ impl BackupReader {
     pub async fn open(stream: ByteStream) -> Result<Self> {
         let mut reader = Self {
             stream,
-            buf: BytesMut::new(),
+            buf: Bytes::new(),
             line: Vec::new(),
             eof: false,
             hasher: Sha256::new(),
@@ -501,6 +502,9 @@ impl BackupReader {
             return Err(corrupt("file is truncated"));
         }
         if self.closes_list("block list")? {
+            // The next table's columns differ: give the block's memory back.
+            self.block.release();
+            self.line.shrink_to(64 * 1024);
             self.state = State::Data;
             return Ok(());
         }
@@ -603,46 +607,37 @@ impl BackupReader {
     }
 
     /// Loads the next line (without its newline) into `self.line`; a line
-    /// longer than `limit` is refused before more than that is read.
+    /// longer than `limit` is refused before more than that is read. A long
+    /// line is gathered chunk by chunk straight into `self.line`, so it is
+    /// held once, scanned once and never copied twice.
     async fn next_line(&mut self, hash: bool, limit: usize) -> Result<bool> {
         self.line.clear();
-        // Bytes of `buf` already searched for a newline: a long row is scanned once.
-        let mut scanned = 0;
         loop {
-            if let Some(pos) = memchr::memchr(b'\n', &self.buf[scanned..]).map(|p| p + scanned) {
-                let chunk = self.buf.split_to(pos + 1);
-                if hash {
-                    self.hasher.update(&chunk);
-                    self.hashed += chunk.len() as u64;
-                }
-                self.line.extend_from_slice(&chunk[..pos]);
+            let (taken, complete) = match memchr::memchr(b'\n', &self.buf) {
+                Some(pos) => (self.buf.split_to(pos + 1), true),
+                None => (std::mem::take(&mut self.buf), false),
+            };
+            if hash {
+                self.hasher.update(&taken);
+                self.hashed += taken.len() as u64;
+            }
+            let content = if complete {
+                &taken[..taken.len() - 1]
+            } else {
+                &taken[..]
+            };
+            self.line.extend_from_slice(content);
+            if complete {
                 return Ok(true);
             }
             if self.eof {
-                if self.buf.is_empty() {
-                    return Ok(!self.line.is_empty());
-                }
-                let rest = self.buf.split();
-                if hash {
-                    self.hasher.update(&rest);
-                    self.hashed += rest.len() as u64;
-                }
-                self.line.extend_from_slice(&rest);
-                return Ok(true);
+                return Ok(!self.line.is_empty());
             }
-            scanned = self.buf.len();
-            if self.line.len() + self.buf.len() > limit {
+            if self.line.len() > limit {
                 return Err(corrupt(format!("a line is longer than {limit} bytes")));
             }
             match self.stream.next().await {
-                Some(chunk) => {
-                    let chunk = chunk?;
-                    if self.buf.is_empty() {
-                        self.buf = BytesMut::from(chunk.chunk());
-                    } else {
-                        self.buf.extend_from_slice(&chunk);
-                    }
-                }
+                Some(chunk) => self.buf = chunk?,
                 None => self.eof = true,
             }
         }
