@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use backup_service::proto::{
     BackupStatus, CreateBackupRequest, DeleteBackupRequest, GetBackupRequest, ListBackupsRequest,
-    VerifyBackupRequest,
 };
 use base64::Engine;
 use common::cloudinary::{CloudinaryServer, Fault, FaultKind, Op};
@@ -364,14 +363,7 @@ async fn backup_over_the_per_asset_cap_is_stored_in_parts() {
     }
     assert_eq!(sha(&whole), b.sha256, "the parts in order are the file");
     check_download(&server, &mut client, &b).await;
-    let report = client
-        .verify_backup(VerifyBackupRequest {
-            backup_id: b.backup_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let report = verify(&mut client, &b.backup_id).await;
     assert!(report.ok, "{:?}", report.problems);
 
     // A part already gone does not fail the delete; everything else goes.
@@ -410,14 +402,7 @@ async fn compressed_and_encrypted_backups_round_trip() {
             "stored encrypted"
         );
         check_download(&server, &mut client, &b).await;
-        let report = client
-            .verify_backup(VerifyBackupRequest {
-                backup_id: b.backup_id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let report = verify(&mut client, &b.backup_id).await;
         assert!(report.ok, "{compression}: {:?}", report.problems);
     }
     server.shutdown().await;

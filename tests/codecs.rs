@@ -4,9 +4,7 @@
 
 mod common;
 
-use backup_service::proto::{
-    CreateBackupRequest, RestoreBackupRequest, SetMaintenanceModeRequest, VerifyBackupRequest,
-};
+use backup_service::proto::{CreateBackupRequest, RestoreBackupRequest, SetMaintenanceModeRequest};
 use base64::Engine;
 use common::*;
 use sha2::{Digest, Sha256};
@@ -117,14 +115,7 @@ async fn every_compression_and_encryption_combination_round_trips() {
                 "{what}: download returns the stored bytes"
             );
 
-            let report = client
-                .verify_backup(VerifyBackupRequest {
-                    backup_id: b.backup_id.clone(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let report = verify(&mut client, &b.backup_id).await;
             assert!(report.ok, "{what}: {:?}", report.problems);
             assert_eq!(report.row_counts.get("public.Member"), Some(&5000));
 
@@ -180,14 +171,7 @@ async fn tampered_encrypted_backup_is_refused_and_keys_rotate() {
     rotated.decryption_keys = vec![key(1)];
     let server = start(&rotated).await;
     let mut client = admin_client(server.grpc_addr).await;
-    let report = client
-        .verify_backup(VerifyBackupRequest {
-            backup_id: b.backup_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let report = verify(&mut client, &b.backup_id).await;
     assert!(
         report.ok,
         "old backups stay readable: {:?}",
@@ -209,14 +193,7 @@ async fn tampered_encrypted_backup_is_refused_and_keys_rotate() {
     forgotten.encryption_key = Some(key(2));
     let server = start(&forgotten).await;
     let mut client = admin_client(server.grpc_addr).await;
-    let report = client
-        .verify_backup(VerifyBackupRequest {
-            backup_id: b.backup_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let report = verify(&mut client, &b.backup_id).await;
     assert!(!report.ok);
     assert!(
         report.problems.join(" ").contains("not configured"),
@@ -255,14 +232,7 @@ async fn tampered_encrypted_backup_is_refused_and_keys_rotate() {
             damaged_state,
             "byte {position}: nothing restored"
         );
-        let report = client
-            .verify_backup(VerifyBackupRequest {
-                backup_id: b.backup_id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let report = verify(&mut client, &b.backup_id).await;
         assert!(!report.ok && !report.sha256_matches);
     }
     std::fs::write(&path, &good).unwrap();

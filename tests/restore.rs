@@ -623,14 +623,7 @@ async fn compressed_columns_layout_round_trips_every_type() {
         &pg_dump_data(&db.url).await,
         "after restore vs at backup time",
     );
-    let report = client
-        .verify_backup(VerifyBackupRequest {
-            backup_id: backup.backup_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let report = verify(&mut client, &backup.backup_id).await;
     assert!(report.ok, "{:?}", report.problems);
     assert_eq!(report.row_counts.get("public.Event"), Some(&70_000));
     server.shutdown().await;

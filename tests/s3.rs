@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use backup_service::proto::{
     CreateBackupRequest, DeleteBackupRequest, ListBackupsRequest, RestoreBackupRequest,
-    SetMaintenanceModeRequest, VerifyBackupRequest,
+    SetMaintenanceModeRequest,
 };
 use base64::Engine;
 use common::*;
@@ -168,14 +168,7 @@ async fn s3_backend_end_to_end() {
             assert_eq!(hex::encode(Sha256::digest(&bytes)), b.sha256, "{what}");
             let tail = download(&mut client, &b.backup_id, b.size / 2).await;
             assert_eq!(tail, bytes[(b.size / 2) as usize..], "{what}: ranged read");
-            let report = client
-                .verify_backup(VerifyBackupRequest {
-                    backup_id: b.backup_id.clone(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let report = verify(&mut client, &b.backup_id).await;
             assert!(report.ok, "{what}: {:?}", report.problems);
             db.exec("DELETE FROM \"Document\" WHERE id % 2 = 0;").await;
             restore(&mut client, &b.backup_id).await;

@@ -171,6 +171,19 @@ pub async fn download(client: &mut Client, id: &str, offset: u64) -> Vec<u8> {
     out
 }
 
+/// Verifies a stored backup (no scratch restore) and returns the report.
+pub async fn verify(client: &mut Client, id: &str) -> backup_service::proto::VerifyBackupResponse {
+    use backup_service::proto::VerifyBackupRequest;
+    client
+        .verify_backup(VerifyBackupRequest {
+            backup_id: id.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("verify runs")
+        .into_inner()
+}
+
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
