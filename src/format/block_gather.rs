@@ -6,7 +6,26 @@
 use crate::error::{Error, Result};
 use crate::source::json_row::split_spans;
 
-use super::{BLOCK_MAX_BYTES, BLOCK_MAX_ROWS, UUID_VALUE_LEN, is_canonical_uuid};
+use super::{BLOCK_MAX_BYTES, BLOCK_MAX_ROWS};
+
+/// A canonical uuid value as PostgreSQL writes it, quotes included:
+/// `"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"`.
+const UUID_VALUE_LEN: usize = 38;
+
+/// True when `value` is a JSON string holding a canonical lowercase uuid,
+/// the only text a packed uuid column gives back byte for byte.
+fn is_canonical_uuid(value: &[u8]) -> bool {
+    value.len() == UUID_VALUE_LEN
+        && value[0] == b'"'
+        && value[UUID_VALUE_LEN - 1] == b'"'
+        && value[1..UUID_VALUE_LEN - 1]
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => matches!(b, b'0'..=b'9' | b'a'..=b'f'),
+            })
+}
 
 /// One column of the block being gathered.
 struct Column {

@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::source::{SourceInfo, TableSchema};
 
 pub const FORMAT_NAME: &str = "backup-service";
+/// Uncompressed files without documents are still written as version 1,
+/// byte for byte as before, so older readers keep reading them.
+pub const FORMAT_VERSION_NO_DOCUMENTS: u32 = 1;
 /// Files with a documents section, in the `rows` layout. Readers accept
 /// every version from `FORMAT_VERSION_NO_DOCUMENTS` to `FORMAT_VERSION_COLUMNS`.
 pub const FORMAT_VERSION_DOCUMENTS: u32 = 2;
@@ -33,9 +36,6 @@ pub const BLOCK_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// longer than this (the values plus brackets, commas and newlines, with
 /// room to spare); it bounds the reader's memory.
 pub const BLOCK_MAX_TEXT: usize = 2 * BLOCK_MAX_BYTES;
-/// A canonical uuid value as PostgreSQL writes it, quotes included:
-/// `"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"`.
-pub const UUID_VALUE_LEN: usize = 38;
 /// Hex digits of one uuid in a packed uuid column.
 pub const UUID_HEX_LEN: usize = 32;
 
@@ -58,23 +58,6 @@ impl Layout {
     }
 }
 
-/// True when `value` is a JSON string holding a canonical lowercase uuid,
-/// the only text a packed uuid column gives back byte for byte.
-pub fn is_canonical_uuid(value: &[u8]) -> bool {
-    value.len() == UUID_VALUE_LEN
-        && value[0] == b'"'
-        && value[UUID_VALUE_LEN - 1] == b'"'
-        && value[1..UUID_VALUE_LEN - 1]
-            .iter()
-            .enumerate()
-            .all(|(i, &b)| match i {
-                8 | 13 | 18 | 23 => b == b'-',
-                _ => matches!(b, b'0'..=b'9' | b'a'..=b'f'),
-            })
-}
-/// Files without documents are still written as version 1, byte for byte
-/// as before, so older readers keep reading them.
-pub const FORMAT_VERSION_NO_DOCUMENTS: u32 = 1;
 /// Raw bytes per base64 line of a document: a multiple of 3, so every line
 /// but the last is unpadded, and a line stays 64 KiB.
 pub const DOCUMENT_CHUNK_BYTES: usize = 48 * 1024;

@@ -459,15 +459,9 @@ impl DumpSink for BackupFileWriter {
             return Err(Error::internal("rows outside a table"));
         };
         let index = *index;
-        if self.gather.is_some() {
-            self.row_counts[index] += rows;
-            if let (true, Ok(mut p)) = (rows > 0, self.progress.lock()) {
-                p.rows_done += rows;
-            }
-            return self.gather_rows(&encoded).await;
-        }
-        // Each row arrives as `,\n[...]`; the table's very first drops its comma.
-        let data = if *first && !encoded.is_empty() {
+        // Each row arrives as `,\n[...]`; the table's very first drops its
+        // comma (column blocks skip the empty piece before it themselves).
+        let data = if *first && !encoded.is_empty() && self.gather.is_none() {
             *first = false;
             encoded.slice(1..)
         } else {
@@ -476,6 +470,9 @@ impl DumpSink for BackupFileWriter {
         self.row_counts[index] += rows;
         if let (true, Ok(mut p)) = (rows > 0, self.progress.lock()) {
             p.rows_done += rows;
+        }
+        if self.gather.is_some() {
+            return self.gather_rows(&data).await;
         }
         if data.len() < FORWARD_BYTES {
             self.buf.extend_from_slice(&data);
