@@ -13,6 +13,7 @@ pub mod documents;
 pub mod error;
 pub mod format;
 pub mod redact;
+pub mod schema;
 pub mod source;
 pub mod storage;
 pub mod telemetry;

@@ -52,6 +52,26 @@ pub fn redact_text(text: &str) -> String {
     out
 }
 
+/// A document URL as it may appear in logs: no credentials, no query string
+/// (signed URLs keep tokens there), no fragment.
+pub fn redact_document_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) => {
+            let had_query = url.query().is_some();
+            url.set_query(None);
+            url.set_fragment(None);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            let mut s = url.to_string();
+            if had_query {
+                s.push_str("?…");
+            }
+            s
+        }
+        Err(_) => "<not a URL>".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::id::BackupId;
+pub use crate::schema::Progress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -23,16 +24,6 @@ pub enum Trigger {
     #[default]
     Manual,
     Scheduled,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Progress {
-    pub rows_done: u64,
-    pub bytes_written: u64,
-    pub tables_done: u32,
-    pub tables_total: u32,
-    pub current_table: String,
 }
 
 /// One backup as the catalog knows it.

@@ -14,9 +14,10 @@ use super::{Backups, CreateRequest, Principal};
 use crate::error::{Error, Result};
 use crate::format::Header;
 use crate::format::codec::{Keyring, decode, is_plain};
-use crate::format::reader::{BackupReader, corrupt};
+use crate::format::reader::BackupReader;
 use crate::redact::redact_url;
-use crate::source::{TableProgress, Target};
+use crate::schema::{TableProgress, corrupt};
+use crate::source::Target;
 use crate::storage::ByteStream;
 
 #[derive(Debug, Clone, Default)]

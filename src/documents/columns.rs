@@ -6,28 +6,8 @@
 //! does. Two parts are `table.column`, three are `schema.table.column`.
 
 use crate::error::{Error, Result};
-use crate::source::{TableSchema, quote_ident};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ColumnRef {
-    pub schema: Option<String>,
-    pub table: String,
-    pub column: String,
-}
-
-impl std::fmt::Display for ColumnRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(schema) = &self.schema {
-            write!(f, "{}.", quote_ident(schema))?;
-        }
-        write!(
-            f,
-            "{}.{}",
-            quote_ident(&self.table),
-            quote_ident(&self.column)
-        )
-    }
-}
+pub use crate::schema::ColumnRef;
+use crate::schema::{TableSchema, quote_ident};
 
 fn syntax(raw: &str, at: usize, what: &str) -> Error {
     Error::invalid(format!(

@@ -294,7 +294,7 @@ pub async fn extract_documents(plain: ByteStream, dir: &Path) -> Result<ExtractR
                     .ok_or_else(|| Error::internal("document end without a document"))?;
                 let digest = hex::encode(doc.hasher.finalize());
                 if digest != sha256 || doc.size != size {
-                    return Err(crate::format::reader::corrupt(format!(
+                    return Err(crate::schema::corrupt(format!(
                         "document {} does not match its sha256",
                         super::redact_document_url(&doc.url)
                     )));

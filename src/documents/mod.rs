@@ -27,28 +27,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::format::DocumentsInfo;
 use crate::format::writer::BackupFileWriter;
-use crate::source::{DumpSink, SourceInfo, TableSchema};
+pub use crate::redact::redact_document_url;
+pub use crate::schema::MissingDocument;
+use crate::schema::{DumpSink, SourceInfo, TableSchema};
 use columns::ColumnRef;
 use fetch::{Fetcher, Outcome};
 
 /// Missing documents the record (and so the manifest and API) lists one by
 /// one; the backup file lists them all and `warningCount` counts them all.
 pub const MAX_MISSING_IN_RECORD: usize = 1000;
-
-/// A document that could not be fetched, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MissingDocument {
-    pub url: String,
-    pub reason: String,
-}
 
 /// The document settings, validated at start.
 #[derive(Debug, Clone)]
@@ -93,26 +86,6 @@ impl DocumentSettings {
             retries: config.document_retries.min(10),
             restore_root,
         })
-    }
-}
-
-/// A document URL as it may appear in logs: no credentials, no query string
-/// (signed URLs keep tokens there), no fragment.
-pub fn redact_document_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) => {
-            let had_query = url.query().is_some();
-            url.set_query(None);
-            url.set_fragment(None);
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            let mut s = url.to_string();
-            if had_query {
-                s.push_str("?…");
-            }
-            s
-        }
-        Err(_) => "<not a URL>".into(),
     }
 }
 

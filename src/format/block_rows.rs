@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::source::json_row::{skip_value, skip_ws};
 
 use super::UUID_HEX_LEN;
-use super::reader::corrupt;
+use crate::schema::corrupt;
 
 const PACKED_UUID_START: &[u8] = b"{\"uuid\":\"";
 const PACKED_UUID_MIDDLE: &[u8] = b"\",\"nulls\":[";

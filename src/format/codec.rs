@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use tokio_util::io::{ReaderStream, StreamReader};
 
-use super::reader::corrupt;
 use crate::error::{Error, Result};
+use crate::schema::corrupt;
 use crate::storage::{ByteStream, ObjectWriter, StoredObject};
 
 /// First bytes of an encrypted backup, then a 16-character key id and a 19-byte nonce.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::reader::{BackupReader, Event};
 use super::writer::{BackupFileWriter, FileIdentity};
 use super::{BLOCK_MAX_BYTES, BLOCK_MAX_ROWS, BLOCK_MAX_TEXT, DocumentsInfo, Layout};
-use crate::source::{DumpSink, SourceInfo, TableSchema};
+use crate::schema::{DumpSink, SourceInfo, TableSchema};
 use crate::storage::{ByteStream, MemoryWriter};
 
 fn table(name: &str, columns: &[&str]) -> TableSchema {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::source::{SourceInfo, TableSchema};
+use crate::schema::{SourceInfo, TableSchema};
 
 pub const FORMAT_NAME: &str = "backup-service";
 /// Uncompressed files without documents are still written as version 1,

@@ -14,8 +14,8 @@ use super::{
     FORMAT_VERSION_COLUMNS, FORMAT_VERSION_NO_DOCUMENTS, Header, Layout, MISSING_LINE,
     TRAILER_PREFIX, Trailer,
 };
-use crate::documents::MissingDocument;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::Result;
+use crate::schema::{MissingDocument, SourceInfo, corrupt, push_json_string};
 use crate::storage::ByteStream;
 
 /// A row longer than this is taken as a broken file, not a row; a column
@@ -25,14 +25,6 @@ const MAX_LINE: usize = 1 << 30;
 /// a document start or missing-document line holds one URL (at most
 /// `MAX_URL_BYTES`, escaped) and a content type or a reason.
 pub const MAX_DOCUMENT_LINE: usize = 1 << 20;
-
-/// The error for a file that is not a complete, untampered backup.
-pub fn corrupt(message: impl std::fmt::Display) -> Error {
-    Error::new(
-        ErrorCode::FailedPrecondition,
-        format!("backup file failed verification: {message}"),
-    )
-}
 
 pub enum Event<'a> {
     /// One row of the current table: a JSON array, one value per column.
@@ -145,7 +137,7 @@ impl BackupReader {
                     note: String::new(),
                 },
                 layout: Layout::Rows,
-                source: crate::source::SourceInfo {
+                source: SourceInfo {
                     engine: String::new(),
                     server_version: String::new(),
                 },
@@ -309,7 +301,7 @@ impl BackupReader {
                         if doc.size != end.size || digest != end.sha256 {
                             return Err(corrupt(format!(
                                 "document {} does not match its size and sha256 (corrupt or tampered)",
-                                crate::documents::redact_document_url(&doc.url)
+                                crate::redact::redact_document_url(&doc.url)
                             )));
                         }
                         if let Some(t) = self.totals.as_mut() {
@@ -411,9 +403,9 @@ impl BackupReader {
                         .get(index)
                         .ok_or_else(|| corrupt("more tables than the header lists"))?;
                     let mut prefix = b"{\"schema\":".to_vec();
-                    crate::source::push_json_string(&mut prefix, &table.schema);
+                    push_json_string(&mut prefix, &table.schema);
                     prefix.extend_from_slice(b",\"name\":");
-                    crate::source::push_json_string(&mut prefix, &table.name);
+                    push_json_string(&mut prefix, &table.name);
                     prefix.extend_from_slice(if self.header.layout == Layout::Columns {
                         b",\"blocks\":["
                     } else {
@@ -652,10 +644,11 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::documents::MissingDocument;
     use crate::format::DocumentsInfo;
     use crate::format::writer::{BackupFileWriter, FileIdentity};
-    use crate::source::{ColumnSchema, DumpSink, SourceInfo, TableSchema, ValueEncoding};
+    use crate::schema::{
+        ColumnSchema, DumpSink, MissingDocument, SourceInfo, TableSchema, ValueEncoding,
+    };
     use crate::storage::MemoryWriter;
 
     async fn file_with_documents(declared: u64, document: &[u8]) -> Vec<u8> {

@@ -13,9 +13,10 @@ use super::{
     DOCUMENT_CHUNK_BYTES, DocumentTotals, DocumentsInfo, FORMAT_NAME, FORMAT_VERSION_COLUMNS,
     FORMAT_VERSION_DOCUMENTS, FORMAT_VERSION_NO_DOCUMENTS, Header, Layout, Trailer,
 };
-use crate::backup::record::Progress;
 use crate::error::{Error, Result};
-use crate::source::{DumpSink, SourceInfo, TableSchema, push_json_string};
+use crate::schema::{
+    DumpSink, MissingDocument, Progress, SourceInfo, TableSchema, push_json_string,
+};
 use crate::storage::{ObjectWriter, StoredObject};
 
 const FLUSH_BYTES: usize = 256 * 1024;
@@ -44,7 +45,7 @@ pub struct WrittenFile {
     /// Set when the file has a documents section.
     pub documents: Option<DocumentTotals>,
     /// Missing documents for the record (filled in by the job).
-    pub missing: Vec<crate::documents::MissingDocument>,
+    pub missing: Vec<MissingDocument>,
 }
 
 /// The documents section while it is written.
@@ -207,7 +208,7 @@ impl BackupFileWriter {
     }
 
     /// Notes a document that could not be fetched, for `missingDocuments`.
-    pub fn add_missing(&mut self, missing: &crate::documents::MissingDocument) -> Result<()> {
+    pub fn add_missing(&mut self, missing: &MissingDocument) -> Result<()> {
         use std::io::Write;
         let section = self
             .documents

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 
 fn bad(what: &str) -> Error {
-    crate::format::reader::corrupt(format!("malformed row: {what}"))
+    crate::schema::corrupt(format!("malformed row: {what}"))
 }
 
 /// The raw JSON text of each value of a row, in order.

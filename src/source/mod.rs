@@ -14,10 +14,12 @@ pub mod sqlite_restore;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::schema::{
+    ColumnSchema, DumpSink, ForeignKey, SourceInfo, TableProgress, TableSchema, ValueEncoding,
+    push_json_escaped_byte, push_json_string, quote_ident,
+};
 
 /// How long a reachability check may wait for the database.
 pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -36,113 +38,6 @@ pub async fn ping_with_timeout<T>(
     }
 }
 
-/// How the values of a column appear in the rows of a backup file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ValueEncoding {
-    /// A JSON number (integers).
-    Number,
-    /// A JSON number, or "NaN", "Infinity", "-Infinity" as strings.
-    Float,
-    /// true or false.
-    Bool,
-    /// The database's canonical text form, as a JSON string.
-    Text,
-    /// Binary data as a base64 string.
-    Base64,
-    /// A JSON value embedded as is (jsonb).
-    Json,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ColumnSchema {
-    pub name: String,
-    /// The SQL type as the database spells it, e.g. `numeric(14,2)`.
-    #[serde(rename = "type")]
-    pub sql_type: String,
-    pub encoding: ValueEncoding,
-    pub nullable: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ForeignKey {
-    pub columns: Vec<String>,
-    pub references_schema: String,
-    pub references_table: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TableSchema {
-    pub schema: String,
-    pub name: String,
-    pub columns: Vec<ColumnSchema>,
-    pub primary_key: Vec<String>,
-    #[serde(default)]
-    pub foreign_keys: Vec<ForeignKey>,
-}
-
-impl TableSchema {
-    /// A table of nullable text columns and no keys, for unit tests.
-    #[cfg(test)]
-    pub(crate) fn of_text(schema: &str, name: &str, columns: &[&str]) -> Self {
-        Self {
-            schema: schema.into(),
-            name: name.into(),
-            columns: columns
-                .iter()
-                .map(|c| ColumnSchema {
-                    name: (*c).into(),
-                    sql_type: "text".into(),
-                    encoding: ValueEncoding::Text,
-                    nullable: true,
-                })
-                .collect(),
-            primary_key: vec![],
-            foreign_keys: vec![],
-        }
-    }
-
-    /// `schema.name`, the key of row counts.
-    pub fn qualified_name(&self) -> String {
-        if self.schema.is_empty() {
-            self.name.clone()
-        } else {
-            format!("{}.{}", self.schema, self.name)
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SourceInfo {
-    pub engine: String,
-    pub server_version: String,
-}
-
-/// Receives a dump in file order: the document URLs if it asks for any,
-/// `begin` once, then for every table in the
-/// order given to `begin`, `begin_table`, any number of `rows`, `end_table`.
-#[async_trait]
-pub trait DumpSink: Send {
-    /// Columns holding document URLs the source should read in its snapshot
-    /// (see `documents`); none by default.
-    fn document_columns(&self) -> &[crate::documents::columns::ColumnRef] {
-        &[]
-    }
-    /// One distinct document URL from those columns, sorted, all before `begin`.
-    async fn document_url(&mut self, _url: &str) -> Result<()> {
-        Ok(())
-    }
-    async fn begin(&mut self, source: &SourceInfo, tables: &[TableSchema]) -> Result<()>;
-    async fn begin_table(&mut self, index: usize) -> Result<()>;
-    /// `encoded` holds `rows` rows, each written as `,\n[v1,v2,...]`.
-    async fn rows(&mut self, encoded: Bytes, rows: u64) -> Result<()>;
-    async fn end_table(&mut self) -> Result<()>;
-}
-
 /// A database that can be backed up.
 #[async_trait]
 pub trait Source: Send + Sync {
@@ -151,15 +46,6 @@ pub trait Source: Send + Sync {
     async fn ping(&self) -> Result<()>;
     /// Streams every user table, in one snapshot, into `sink`.
     async fn dump(&self, sink: &mut dyn DumpSink) -> Result<()>;
-}
-
-/// Progress of a restore: one table's rows so far.
-#[derive(Debug, Clone, Default)]
-pub struct TableProgress {
-    pub table: String,
-    pub rows_done: u64,
-    pub tables_done: u32,
-    pub tables_total: u32,
 }
 
 /// A check run just before commit; failing it rolls the restore back.
@@ -249,41 +135,6 @@ pub async fn open(url: &str, parallelism: usize) -> Result<Arc<dyn Source>> {
             crate::redact::redact_url(url)
         )))
     }
-}
-
-/// Appends `s` as a JSON string literal (quotes included).
-pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    for &b in s.as_bytes() {
-        push_json_escaped_byte(out, b);
-    }
-    out.push(b'"');
-}
-
-/// Appends one byte of a UTF-8 string, escaped for a JSON string body.
-#[inline]
-pub fn push_json_escaped_byte(out: &mut Vec<u8>, b: u8) {
-    match b {
-        b'"' => out.extend_from_slice(b"\\\""),
-        b'\\' => out.extend_from_slice(b"\\\\"),
-        b'\n' => out.extend_from_slice(b"\\n"),
-        b'\r' => out.extend_from_slice(b"\\r"),
-        b'\t' => out.extend_from_slice(b"\\t"),
-        0x08 => out.extend_from_slice(b"\\b"),
-        0x0c => out.extend_from_slice(b"\\f"),
-        0..=0x1f => {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[(b >> 4) as usize]);
-            out.push(HEX[(b & 15) as usize]);
-        }
-        _ => out.push(b),
-    }
-}
-
-/// Quotes an SQL identifier: `"User"`, `"my ""odd"" name"`.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The query for the distinct document URLs of the sink's columns, or None

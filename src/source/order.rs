@@ -45,7 +45,7 @@ pub fn parents_first(mut tables: Vec<TableSchema>) -> Vec<TableSchema> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::ForeignKey;
+    use crate::schema::ForeignKey;
 
     fn table(name: &str, refs: &[&str]) -> TableSchema {
         TableSchema {

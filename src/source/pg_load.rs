@@ -6,7 +6,7 @@ use base64::Engine;
 use super::ValueEncoding;
 use super::json_row::{decode_string, split_values};
 use crate::error::Result;
-use crate::format::reader::corrupt;
+use crate::schema::corrupt;
 
 /// Reusable buffers for encoding rows of one table.
 pub struct CopyEncoder {

@@ -13,7 +13,8 @@ use super::{
     CommitGuard, TableProgress, TableSchema, Target, ValueEncoding, compare_schemas, quote_ident,
 };
 use crate::error::{Error, Result};
-use crate::format::reader::{BackupReader, Event, corrupt};
+use crate::format::reader::{BackupReader, Event};
+use crate::schema::corrupt;
 
 const SEND_BYTES: usize = 256 * 1024;
 

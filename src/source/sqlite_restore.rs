@@ -16,7 +16,8 @@ use super::{
     quote_ident,
 };
 use crate::error::{Error, Result};
-use crate::format::reader::{BackupReader, Event, corrupt};
+use crate::format::reader::{BackupReader, Event};
+use crate::schema::corrupt;
 
 pub struct SqliteTarget {
     pool: SqlitePool,
