@@ -4,7 +4,7 @@
 //! repeat a parent's ids far back in the file.
 
 use crate::error::{Error, Result};
-use crate::source::json_row::split_spans;
+use crate::format::json_row::split_spans;
 
 use super::{BLOCK_MAX_BYTES, BLOCK_MAX_ROWS};
 

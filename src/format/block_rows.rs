@@ -4,7 +4,7 @@
 //! reader's line buffers are taken over, not copied.
 
 use crate::error::Result;
-use crate::source::json_row::{skip_value, skip_ws};
+use crate::format::json_row::{skip_value, skip_ws};
 
 use super::UUID_HEX_LEN;
 use crate::schema::corrupt;

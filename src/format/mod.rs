@@ -5,6 +5,7 @@
 mod block_gather;
 mod block_rows;
 pub mod codec;
+pub mod json_row;
 #[cfg(test)]
 mod layout_tests;
 pub mod reader;

@@ -457,7 +457,7 @@ impl BackupReader {
                     // here the row must split into the right number of them.
                     let width = self.header.tables[index].columns.len();
                     let mut values = Vec::with_capacity(width);
-                    crate::source::json_row::split_values(row, &mut values)?;
+                    crate::format::json_row::split_values(row, &mut values)?;
                     if values.len() != width {
                         return Err(corrupt(format!(
                             "row of table {} has {} values, expected {width}",

@@ -6,12 +6,14 @@
 mod document;
 mod json;
 mod progress;
+mod rows;
 mod sink;
 mod table;
 
 pub use document::{ColumnRef, MissingDocument};
 pub use json::{push_json_escaped_byte, push_json_string};
 pub use progress::{Progress, TableProgress};
+pub use rows::RowSource;
 pub use sink::DumpSink;
 pub use table::{ColumnSchema, ForeignKey, SourceInfo, TableSchema, ValueEncoding, quote_ident};
 

@@ -1,7 +1,6 @@
 //! Database engines. Each reads every user table in one consistent snapshot
 //! and hands rows, already encoded as JSON arrays, to a `DumpSink`.
 
-pub mod json_row;
 mod nodelay;
 pub mod order;
 pub mod pg_copy;
@@ -17,7 +16,8 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 pub use crate::schema::{
-    ColumnSchema, DumpSink, ForeignKey, SourceInfo, TableProgress, TableSchema, ValueEncoding,
+    ColumnSchema, DumpSink, ForeignKey, RowSource, SourceInfo, TableProgress, TableSchema,
+    ValueEncoding,
     push_json_escaped_byte, push_json_string, quote_ident,
 };
 
@@ -48,9 +48,6 @@ pub trait Source: Send + Sync {
     async fn dump(&self, sink: &mut dyn DumpSink) -> Result<()>;
 }
 
-/// A check run just before commit; failing it rolls the restore back.
-pub type CommitGuard<'a> = &'a (dyn Fn() -> Result<()> + Send + Sync);
-
 /// A database a backup can be restored into.
 #[async_trait]
 pub trait Target: Send + Sync {
@@ -58,14 +55,22 @@ pub trait Target: Send + Sync {
     /// Why these tables cannot be restored here, table by table and column
     /// by column; empty when they can.
     async fn schema_problems(&self, tables: &[TableSchema]) -> Result<Vec<String>>;
-    /// Replaces the rows of every table in the file with the file's rows, in
-    /// one transaction; returns rows loaded per table.
-    async fn load(
-        &self,
-        reader: &mut crate::format::reader::BackupReader,
-        progress: &mut (dyn FnMut(TableProgress) + Send),
-        before_commit: CommitGuard<'_>,
-    ) -> Result<std::collections::BTreeMap<String, u64>>;
+    /// Opens the one restore transaction and empties `tables` in it. Work
+    /// that must come before the rows (schema) belongs here.
+    async fn prepare(&self, tables: &[TableSchema]) -> Result<Box<dyn TableLoader>>;
+}
+
+/// One restore transaction, fed table by table by the core's driver.
+#[async_trait]
+pub trait TableLoader: Send {
+    /// Loads every row `rows` yields into `table`; returns how many it wrote.
+    async fn load_table(&mut self, table: &TableSchema, rows: &mut dyn RowSource) -> Result<u64>;
+    /// Makes the restore permanent. Called only after every check passed;
+    /// work that must follow the rows (sequences, later indexes and
+    /// constraints) belongs here.
+    async fn commit(self: Box<Self>) -> Result<()>;
+    /// Undoes everything since `prepare`.
+    async fn rollback(self: Box<Self>) -> Result<()>;
 }
 
 /// Opens a restore target by URL.

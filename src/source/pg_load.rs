@@ -4,8 +4,8 @@
 use base64::Engine;
 
 use super::ValueEncoding;
-use super::json_row::{decode_string, split_values};
 use crate::error::Result;
+use crate::format::json_row::{decode_string, split_values};
 use crate::schema::corrupt;
 
 /// Reusable buffers for encoding rows of one table.

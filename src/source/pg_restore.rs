@@ -1,20 +1,16 @@
 //! Restoring into PostgreSQL: one transaction that empties the backup's
 //! tables, loads them parents first with `COPY ... FROM STDIN`, moves
-//! sequences past the restored maximum and checks row counts before commit.
-
-use std::collections::BTreeMap;
+//! sequences past the restored maximum right before commit.
 
 use async_trait::async_trait;
-use sqlx::{AssertSqlSafe, Executor, PgPool, Row};
+use sqlx::{AssertSqlSafe, Executor, PgPool, Postgres, Row, Transaction};
 
 use super::pg_load::CopyEncoder;
 use super::postgres::{connect_pool, is_cockroach, read_schema};
 use super::{
-    CommitGuard, TableProgress, TableSchema, Target, ValueEncoding, compare_schemas, quote_ident,
+    RowSource, TableLoader, TableSchema, Target, ValueEncoding, compare_schemas, quote_ident,
 };
 use crate::error::{Error, Result};
-use crate::format::reader::{BackupReader, Event};
-use crate::schema::corrupt;
 
 const SEND_BYTES: usize = 256 * 1024;
 
@@ -55,14 +51,7 @@ impl Target for PostgresTarget {
         Ok(compare_schemas(tables, &found))
     }
 
-    async fn load(
-        &self,
-        reader: &mut BackupReader,
-        progress: &mut (dyn FnMut(TableProgress) + Send),
-        before_commit: CommitGuard<'_>,
-    ) -> Result<BTreeMap<String, u64>> {
-        let tables = reader.header().tables.clone();
-        let total = tables.len() as u32;
+    async fn prepare(&self, tables: &[TableSchema]) -> Result<Box<dyn TableLoader>> {
         let mut tx = self
             .pool
             .begin()
@@ -86,64 +75,50 @@ impl Target for PostgresTarget {
                     .map_err(|e| Error::database("emptying the target tables", &e))?;
             }
         }
-
-        let mut counts = BTreeMap::new();
-        let mut buf: Vec<u8> = Vec::with_capacity(SEND_BYTES + 64 * 1024);
-        let mut tables_done = 0u32;
-        loop {
-            let (index, empty) = match reader.next().await? {
-                None => break,
-                Some(Event::TableStart(index)) => (index, false),
-                Some(Event::TableEnd(index)) => (index, true),
-                Some(Event::Row(_)) => return Err(corrupt("row outside a table")),
-                // Documents are checked by the reader, not loaded into the database.
-                Some(Event::Document(_)) => continue,
-            };
-            let table = &tables[index];
-            progress(TableProgress {
-                table: table.qualified_name(),
-                rows_done: 0,
-                tables_done,
-                tables_total: total,
-            });
-            let loaded = if empty {
-                0
-            } else {
-                copy_rows(&mut tx, reader, table, &mut buf).await?
-            };
-            let expected = reader.rows_read(index);
-            if loaded != expected {
-                return Err(Error::internal(format!(
-                    "table {}: loaded {loaded} rows but the backup holds {expected}",
-                    table.qualified_name()
-                )));
-            }
-            tables_done += 1;
-            counts.insert(table.qualified_name(), loaded);
-            progress(TableProgress {
-                table: table.qualified_name(),
-                rows_done: loaded,
-                tables_done,
-                tables_total: total,
-            });
-        }
-
-        // Checked before sequences move: setval is not undone by a rollback.
-        before_commit()?;
-        for table in &tables {
-            reset_sequences(&mut tx, table).await?;
-        }
-        tx.commit()
-            .await
-            .map_err(|e| Error::database("committing the restore", &e))?;
-        Ok(counts)
+        Ok(Box::new(PostgresLoader {
+            tx,
+            tables: tables.to_vec(),
+            buf: Vec::with_capacity(SEND_BYTES + 64 * 1024),
+        }))
     }
 }
 
-/// Streams one table's rows (up to its end marker) through `COPY FROM STDIN`.
+/// The restore transaction; tables are loaded with `COPY ... FROM STDIN`.
+struct PostgresLoader {
+    tx: Transaction<'static, Postgres>,
+    tables: Vec<TableSchema>,
+    buf: Vec<u8>,
+}
+
+#[async_trait]
+impl TableLoader for PostgresLoader {
+    async fn load_table(&mut self, table: &TableSchema, rows: &mut dyn RowSource) -> Result<u64> {
+        copy_rows(&mut self.tx, rows, table, &mut self.buf).await
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        // setval is not undone by a rollback, so sequences move only now.
+        for table in &self.tables {
+            reset_sequences(&mut self.tx, table).await?;
+        }
+        self.tx
+            .commit()
+            .await
+            .map_err(|e| Error::database("committing the restore", &e))
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        self.tx
+            .rollback()
+            .await
+            .map_err(|e| Error::database("rolling back the restore", &e))
+    }
+}
+
+/// Streams one table's rows through `COPY FROM STDIN`.
 async fn copy_rows(
     conn: &mut sqlx::PgConnection,
-    reader: &mut BackupReader,
+    rows: &mut dyn RowSource,
     table: &TableSchema,
     buf: &mut Vec<u8>,
 ) -> Result<u64> {
@@ -160,19 +135,13 @@ async fn copy_rows(
         .await
         .map_err(|e| Error::database(&what, &e))?;
     buf.clear();
-    loop {
-        match reader.next().await? {
-            Some(Event::Row(row)) => {
-                encoder.encode(row, buf)?;
-                if buf.len() >= SEND_BYTES {
-                    sink.send(buf.as_slice())
-                        .await
-                        .map_err(|e| Error::database(&what, &e))?;
-                    buf.clear();
-                }
-            }
-            Some(Event::TableEnd(_)) => break,
-            _ => return Err(corrupt("table section is not closed")),
+    while let Some(row) = rows.next_row().await? {
+        encoder.encode(row, buf)?;
+        if buf.len() >= SEND_BYTES {
+            sink.send(buf.as_slice())
+                .await
+                .map_err(|e| Error::database(&what, &e))?;
+            buf.clear();
         }
     }
     if !buf.is_empty() {

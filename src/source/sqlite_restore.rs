@@ -1,22 +1,20 @@
 //! Restoring into SQLite: one transaction, foreign keys checked at commit,
 //! rows emptied children first and inserted parents first.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{Arguments, AssertSqlSafe, Executor, Row, SqlitePool};
+use sqlx::{Arguments, AssertSqlSafe, Executor, Row, Sqlite, SqlitePool, Transaction};
 
-use super::json_row::{decode_string, split_values};
 use super::{
-    ColumnSchema, CommitGuard, TableProgress, TableSchema, Target, ValueEncoding, compare_schemas,
+    ColumnSchema, RowSource, TableLoader, TableSchema, Target, ValueEncoding, compare_schemas,
     quote_ident,
 };
 use crate::error::{Error, Result};
-use crate::format::reader::{BackupReader, Event};
+use crate::format::json_row::{decode_string, split_values};
 use crate::schema::corrupt;
 
 pub struct SqliteTarget {
@@ -73,14 +71,7 @@ impl Target for SqliteTarget {
         Ok(compare_schemas(tables, &found))
     }
 
-    async fn load(
-        &self,
-        reader: &mut BackupReader,
-        progress: &mut (dyn FnMut(TableProgress) + Send),
-        before_commit: CommitGuard<'_>,
-    ) -> Result<BTreeMap<String, u64>> {
-        let tables = reader.header().tables.clone();
-        let total = tables.len() as u32;
+    async fn prepare(&self, tables: &[TableSchema]) -> Result<Box<dyn TableLoader>> {
         let mut tx = self
             .pool
             .begin()
@@ -95,86 +86,56 @@ impl Target for SqliteTarget {
                 .await
                 .map_err(|e| Error::database(&format!("emptying {}", table.name), &e))?;
         }
-        let mut counts = BTreeMap::new();
-        let mut insert: Option<Arc<str>> = None;
-        let mut encodings: Vec<ValueEncoding> = Vec::new();
-        let mut loaded = 0u64;
-        let mut tables_done = 0u32;
+        Ok(Box::new(SqliteLoader { tx }))
+    }
+}
+
+/// The restore transaction; rows are inserted one statement each.
+struct SqliteLoader {
+    tx: Transaction<'static, Sqlite>,
+}
+
+#[async_trait]
+impl TableLoader for SqliteLoader {
+    async fn load_table(&mut self, table: &TableSchema, rows: &mut dyn RowSource) -> Result<u64> {
+        let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let marks = vec!["?"; columns.len()].join(", ");
+        let insert: Arc<str> = Arc::from(format!(
+            "INSERT INTO {} ({}) VALUES ({marks})",
+            quote_ident(&table.name),
+            columns.join(", ")
+        ));
+        let encodings: Vec<ValueEncoding> = table.columns.iter().map(|c| c.encoding).collect();
         let mut text = Vec::new();
-        loop {
-            let Some(event) = reader.next().await? else {
-                break;
-            };
-            let end = match event {
-                Event::TableEnd(index) => Some(index),
-                _ => None,
-            };
-            if let Some(index) = end {
-                let table = &tables[index];
-                let expected = reader.rows_read(index);
-                let done = if insert.take().is_some() { loaded } else { 0 };
-                if done != expected {
-                    return Err(Error::internal(format!(
-                        "table {}: loaded {done} rows but the backup holds {expected}",
-                        table.name
-                    )));
-                }
-                tables_done += 1;
-                counts.insert(table.qualified_name(), done);
-                progress(TableProgress {
-                    table: table.qualified_name(),
-                    rows_done: done,
-                    tables_done,
-                    tables_total: total,
-                });
-                continue;
+        let mut loaded = 0u64;
+        while let Some(row) = rows.next_row().await? {
+            let mut values = Vec::with_capacity(encodings.len());
+            split_values(row, &mut values)?;
+            let mut args = SqliteArguments::default();
+            for (raw, encoding) in values.iter().zip(&encodings) {
+                bind_value(&mut args, raw, *encoding, &mut text)?;
             }
-            match event {
-                Event::TableStart(index) => {
-                    let table = &tables[index];
-                    let columns: Vec<String> =
-                        table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-                    let marks = vec!["?"; columns.len()].join(", ");
-                    insert = Some(Arc::from(format!(
-                        "INSERT INTO {} ({}) VALUES ({marks})",
-                        quote_ident(&table.name),
-                        columns.join(", ")
-                    )));
-                    encodings = table.columns.iter().map(|c| c.encoding).collect();
-                    loaded = 0;
-                    progress(TableProgress {
-                        table: table.qualified_name(),
-                        rows_done: 0,
-                        tables_done,
-                        tables_total: total,
-                    });
-                }
-                Event::Row(row) => {
-                    let sql = insert
-                        .clone()
-                        .ok_or_else(|| Error::internal("row outside a table"))?;
-                    let mut values = Vec::with_capacity(encodings.len());
-                    split_values(row, &mut values)?;
-                    let mut args = SqliteArguments::default();
-                    for (raw, encoding) in values.iter().zip(&encodings) {
-                        bind_value(&mut args, raw, *encoding, &mut text)?;
-                    }
-                    sqlx::query_with(AssertSqlSafe(sql), args)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| Error::database("inserting a row", &e))?;
-                    loaded += 1;
-                }
-                Event::TableEnd(_) => {}
-                // Documents are checked by the reader, not loaded into the database.
-                Event::Document(_) => {}
-            }
+            sqlx::query_with(AssertSqlSafe(insert.clone()), args)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(|e| Error::database("inserting a row", &e))?;
+            loaded += 1;
         }
-        before_commit()?;
-        tx.commit()
+        Ok(loaded)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.tx
+            .commit()
             .await
-            .map_err(|e| Error::database("committing the restore", &e))?;
-        Ok(counts)
+            .map_err(|e| Error::database("committing the restore", &e))
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        self.tx
+            .rollback()
+            .await
+            .map_err(|e| Error::database("rolling back the restore", &e))
     }
 }
 

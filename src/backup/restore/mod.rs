@@ -2,6 +2,8 @@
 //! catalog's sha256) before anything is written, then loaded into the
 //! target in one transaction that re-checks everything before commit.
 
+mod driver;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -207,7 +209,7 @@ async fn load(
             message: String::new(),
         });
     };
-    let guard = move || -> Result<()> {
+    let check_digest = move || -> Result<()> {
         if let Some(expected) = &expected_sha {
             let (sha, _) = digest(&state);
             if &sha != expected {
@@ -216,7 +218,7 @@ async fn load(
         }
         Ok(())
     };
-    target.load(&mut reader, &mut progress, &guard).await
+    driver::load_file(target, &mut reader, &mut progress, check_digest).await
 }
 
 /// SHA-256 and size of a raw stream, read to the end.
