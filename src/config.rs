@@ -207,20 +207,9 @@ pub struct ServeConfig {
     /// Compression of new backups when a request names none: none, gzip or zstd.
     #[arg(long, env = "BACKUP_COMPRESSION", default_value = "none")]
     pub compression: String,
-    /// 32 bytes, base64: encrypts every new backup (XChaCha20-Poly1305 STREAM).
-    #[arg(long, env = "BACKUP_ENCRYPTION_KEY", hide_env_values = true)]
-    pub encryption_key: Option<String>,
-    /// A file holding the encryption key (base64), instead of BACKUP_ENCRYPTION_KEY.
-    #[arg(long, env = "BACKUP_ENCRYPTION_KEY_FILE")]
-    pub encryption_key_file: Option<std::path::PathBuf>,
-    /// Older keys (base64, comma-separated) that still open old backups.
-    #[arg(
-        long,
-        env = "BACKUP_DECRYPTION_KEYS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub decryption_keys: Vec<String>,
+    /// Encryption key, key file and older decryption keys.
+    #[command(flatten)]
+    pub keys: crate::keyring::KeySettings,
     /// Cron expression for scheduled backups: 5 fields (`0 * * * *` is hourly)
     /// or 6 with seconds first (`*/10 * * * * *`). Unset or empty: no schedule.
     #[arg(long, env = "BACKUP_SCHEDULE")]
@@ -320,20 +309,10 @@ impl ServeConfig {
 
     /// Compression default and keys, validated.
     pub fn codec_settings(&self) -> crate::error::Result<crate::format::codec::CodecSettings> {
-        use crate::format::codec::{CodecSettings, Compression, Keyring};
-        let from_file = match &self.encryption_key_file {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                crate::error::Error::invalid(format!(
-                    "BACKUP_ENCRYPTION_KEY_FILE {}: {e}",
-                    path.display()
-                ))
-            })?),
-            None => None,
-        };
-        let key = self.encryption_key.clone().or(from_file);
+        use crate::format::codec::{CodecSettings, Compression};
         Ok(CodecSettings {
             default_compression: Compression::parse(&self.compression)?,
-            keys: Keyring::new(key.as_deref(), &self.decryption_keys)?,
+            keys: self.keys.keyring()?,
         })
     }
 
