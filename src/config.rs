@@ -4,7 +4,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use clap::{Args, Parser, ValueEnum};
+
+use crate::backup::retention::RetentionPolicy;
+use crate::backup::schedule::ScheduleSettings;
+use crate::documents::DocumentSettings;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -180,7 +187,7 @@ impl ServeConfig {
     }
 
     /// Compression default and keys, validated.
-    pub fn codec_settings(&self) -> crate::error::Result<crate::format::codec::CodecSettings> {
+    pub fn codec_settings(&self) -> Result<crate::format::codec::CodecSettings> {
         use crate::format::codec::{CodecSettings, Compression};
         Ok(CodecSettings {
             default_compression: Compression::parse(&self.compression)?,
@@ -199,6 +206,52 @@ impl ServeConfig {
             Some(url) if set(url) => url.clone(),
             _ => DEFAULT_STORAGE_URL.to_string(),
         }
+    }
+
+    /// Schedule and retention, validated: a bad cron expression or time
+    /// zone stops the start.
+    pub fn schedule_settings(&self) -> Result<ScheduleSettings> {
+        ScheduleSettings::new(
+            self.backup_schedule.as_deref(),
+            &self.backup_schedule_tz,
+            |time_zone| RetentionPolicy {
+                max_age: self.backup_retention.filter(|a| !a.is_zero()),
+                keep_last: self.backup_keep_last,
+                keep_daily: self.backup_keep_daily,
+                keep_weekly: self.backup_keep_weekly,
+                keep_monthly: self.backup_keep_monthly,
+                time_zone,
+            },
+            self.backup_run_missed,
+        )
+    }
+
+    /// includeDocuments settings, validated; creates DOCUMENT_RESTORE_ROOT.
+    pub fn document_settings(&self) -> Result<DocumentSettings> {
+        let restore_root = match &self.document_restore_root {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::invalid(format!("DOCUMENT_RESTORE_ROOT {}: {e}", dir.display()))
+                })?;
+                Some(std::fs::canonicalize(dir).map_err(|e| {
+                    Error::invalid(format!("DOCUMENT_RESTORE_ROOT {}: {e}", dir.display()))
+                })?)
+            }
+            None => None,
+        };
+        Ok(DocumentSettings {
+            columns: crate::documents::columns::parse_list(&self.document_columns)?,
+            policy: Arc::new(crate::documents::guard::Policy::new(
+                &self.document_allowed_hosts,
+                self.document_root.as_deref(),
+            )?),
+            strict: self.documents_strict,
+            concurrency: self.document_concurrency.clamp(1, 64),
+            timeout: self.document_timeout.max(Duration::from_secs(1)),
+            max_bytes: self.document_max_bytes,
+            retries: self.document_retries.min(10),
+            restore_root,
+        })
     }
 
     pub fn health_check_interval(&self) -> Duration {
