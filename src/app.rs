@@ -11,7 +11,7 @@ use tonic_health::ServingStatus;
 
 use crate::api::auth::Authenticator;
 use crate::api::{grpc, rest};
-use crate::backup::Backups;
+use crate::backup::{Backups, CoreParts};
 use crate::config::ServeConfig;
 use crate::error::{Error, Result};
 use crate::redact::redact_url;
@@ -71,17 +71,26 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
         "starting backup-service"
     );
     crate::telemetry::prometheus();
-    // Document settings are checked first: a bad DOCUMENT_COLUMNS stops the start.
-    let documents = crate::documents::DocumentSettings::from_config(config)?;
+    // Settings are checked first: a bad DOCUMENT_COLUMNS or cron expression
+    // stops the start before anything is opened.
+    let documents = config.document_settings()?;
+    let schedule = config.schedule_settings()?;
+    let codec = config.codec_settings()?;
     let source = crate::source::open(&config.database_url, config.dump_parallelism).await?;
     let storage =
         crate::storage::open(&config.storage_location(), &config.cloudinary_api_base).await?;
-    let codec = config.codec_settings()?;
-    let core = Backups::open(source, storage, &config.database_url, codec, documents).await?;
-    // Blank entries (a trailing comma) match nothing in the check.
-    core.set_restore_allowed_hosts(config.restore_allowed_hosts.clone());
-    let automation = Arc::new(crate::backup::schedule::Automation::from_config(config)?);
-    core.set_automation(automation.clone());
+    let core = Backups::open(CoreParts {
+        source,
+        storage,
+        database_url: config.database_url.clone(),
+        codec,
+        documents,
+        schedule,
+        // Blank entries (a trailing comma) match nothing in the check.
+        restore_allowed_hosts: config.restore_allowed_hosts.clone(),
+    })
+    .await?;
+    let automation = core.automation().clone();
 
     let (secret, dev_token) = match &config.jwt_secret {
         Some(secret) if !secret.is_empty() => (secret.as_bytes().to_vec(), None),

@@ -1,138 +1,17 @@
-//! Every setting: flag, environment variable, default. Validated at start.
+//! The server's settings: flag, environment variable, default, validated at
+//! start. Command-line arguments of the other subcommands live in `cli::args`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::sync::Arc;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "backup-service",
-    version,
-    about = "Application-level database backups over gRPC and REST"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
+use clap::{Args, Parser, ValueEnum};
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the server (also what happens with no subcommand).
-    Serve(Box<ServeConfig>),
-    /// Print an HS256 JWT signed with JWT_SECRET, for operators and scripts.
-    Token(TokenArgs),
-    /// Ask a running server for a backup and print the record as JSON.
-    Create(CreateArgs),
-    /// Restore a stored backup through the server (needs maintenance mode).
-    Restore(RestoreArgs),
-    /// Verify a stored backup through the server.
-    Verify(VerifyArgs),
-    /// Show or change maintenance mode through the server.
-    Maintenance(MaintenanceArgs),
-    /// Restore a downloaded backup file directly into a database (offline).
-    RestoreFile(RestoreFileArgs),
-    /// The uploaded documents inside backups (includeDocuments).
-    Documents(DocumentsArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct DocumentsArgs {
-    #[command(subcommand)]
-    pub command: DocumentsCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DocumentsCommand {
-    /// Write a backup's documents into a directory, each checked against
-    /// its sha256, with an index.json mapping URL to file.
-    Extract(ExtractArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct ExtractArgs {
-    /// A downloaded backup file, or the id of a backup to download from the server.
-    pub source: String,
-    /// Where the documents go (created if missing).
-    #[arg(long)]
-    pub dir: std::path::PathBuf,
-    /// gRPC address of the server (backup ids only).
-    #[arg(long, env = "BACKUP_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
-    /// Admin token (backup ids only).
-    #[arg(long, env = "BACKUP_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-}
-
-/// How CLI commands reach a running server.
-#[derive(Debug, Clone, Args)]
-pub struct ServerArgs {
-    /// gRPC address of the server.
-    #[arg(long, env = "BACKUP_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
-    /// Admin token (see `backup-service token`).
-    #[arg(long, env = "BACKUP_TOKEN", hide_env_values = true)]
-    pub token: String,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct RestoreArgs {
-    pub backup_id: String,
-    /// Restore into this database instead of the server's configured one.
-    #[arg(long)]
-    pub target_url: Option<String>,
-    /// Verify and compare schemas only; write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Do not take a safety backup of the target first.
-    #[arg(long)]
-    pub skip_safety_backup: bool,
-    /// Also write the documents into this directory on the server (inside
-    /// its DOCUMENT_RESTORE_ROOT).
-    #[arg(long)]
-    pub documents_dir: Option<String>,
-    #[command(flatten)]
-    pub server: ServerArgs,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct VerifyArgs {
-    pub backup_id: String,
-    /// A scratch database with the same tables, for a full test restore.
-    #[arg(long)]
-    pub scratch_database_url: Option<String>,
-    #[command(flatten)]
-    pub server: ServerArgs,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Switch {
-    On,
-    Off,
-    Status,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct MaintenanceArgs {
-    #[arg(value_enum, default_value = "status")]
-    pub switch: Switch,
-    #[arg(long, default_value = "")]
-    pub reason: String,
-    #[command(flatten)]
-    pub server: ServerArgs,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct RestoreFileArgs {
-    /// A backup file as downloaded.
-    pub path: std::path::PathBuf,
-    /// The database to restore into (its tables must exist).
-    #[arg(long, env = "TARGET_URL", hide_env_values = true)]
-    pub target_url: String,
-    /// Verify and compare schemas only; write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-}
+use crate::backup::retention::RetentionPolicy;
+use crate::backup::schedule::ScheduleSettings;
+use crate::documents::DocumentSettings;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -207,20 +86,9 @@ pub struct ServeConfig {
     /// Compression of new backups when a request names none: none, gzip or zstd.
     #[arg(long, env = "BACKUP_COMPRESSION", default_value = "none")]
     pub compression: String,
-    /// 32 bytes, base64: encrypts every new backup (XChaCha20-Poly1305 STREAM).
-    #[arg(long, env = "BACKUP_ENCRYPTION_KEY", hide_env_values = true)]
-    pub encryption_key: Option<String>,
-    /// A file holding the encryption key (base64), instead of BACKUP_ENCRYPTION_KEY.
-    #[arg(long, env = "BACKUP_ENCRYPTION_KEY_FILE")]
-    pub encryption_key_file: Option<std::path::PathBuf>,
-    /// Older keys (base64, comma-separated) that still open old backups.
-    #[arg(
-        long,
-        env = "BACKUP_DECRYPTION_KEYS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub decryption_keys: Vec<String>,
+    /// Encryption key, key file and older decryption keys.
+    #[command(flatten)]
+    pub keys: crate::keyring::KeySettings,
     /// Cron expression for scheduled backups: 5 fields (`0 * * * *` is hourly)
     /// or 6 with seconds first (`*/10 * * * * *`). Unset or empty: no schedule.
     #[arg(long, env = "BACKUP_SCHEDULE")]
@@ -319,21 +187,11 @@ impl ServeConfig {
     }
 
     /// Compression default and keys, validated.
-    pub fn codec_settings(&self) -> crate::error::Result<crate::format::codec::CodecSettings> {
-        use crate::format::codec::{CodecSettings, Compression, Keyring};
-        let from_file = match &self.encryption_key_file {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                crate::error::Error::invalid(format!(
-                    "BACKUP_ENCRYPTION_KEY_FILE {}: {e}",
-                    path.display()
-                ))
-            })?),
-            None => None,
-        };
-        let key = self.encryption_key.clone().or(from_file);
+    pub fn codec_settings(&self) -> Result<crate::format::codec::CodecSettings> {
+        use crate::format::codec::{CodecSettings, Compression};
         Ok(CodecSettings {
             default_compression: Compression::parse(&self.compression)?,
-            keys: Keyring::new(key.as_deref(), &self.decryption_keys)?,
+            keys: self.keys.keyring()?,
         })
     }
 
@@ -350,41 +208,55 @@ impl ServeConfig {
         }
     }
 
+    /// Schedule and retention, validated: a bad cron expression or time
+    /// zone stops the start.
+    pub fn schedule_settings(&self) -> Result<ScheduleSettings> {
+        ScheduleSettings::new(
+            self.backup_schedule.as_deref(),
+            &self.backup_schedule_tz,
+            |time_zone| RetentionPolicy {
+                max_age: self.backup_retention.filter(|a| !a.is_zero()),
+                keep_last: self.backup_keep_last,
+                keep_daily: self.backup_keep_daily,
+                keep_weekly: self.backup_keep_weekly,
+                keep_monthly: self.backup_keep_monthly,
+                time_zone,
+            },
+            self.backup_run_missed,
+        )
+    }
+
+    /// includeDocuments settings, validated; creates DOCUMENT_RESTORE_ROOT.
+    pub fn document_settings(&self) -> Result<DocumentSettings> {
+        let restore_root = match &self.document_restore_root {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::invalid(format!("DOCUMENT_RESTORE_ROOT {}: {e}", dir.display()))
+                })?;
+                Some(std::fs::canonicalize(dir).map_err(|e| {
+                    Error::invalid(format!("DOCUMENT_RESTORE_ROOT {}: {e}", dir.display()))
+                })?)
+            }
+            None => None,
+        };
+        Ok(DocumentSettings {
+            columns: crate::documents::columns::parse_list(&self.document_columns)?,
+            policy: Arc::new(crate::documents::guard::Policy::new(
+                &self.document_allowed_hosts,
+                self.document_root.as_deref(),
+            )?),
+            strict: self.documents_strict,
+            concurrency: self.document_concurrency.clamp(1, 64),
+            timeout: self.document_timeout.max(Duration::from_secs(1)),
+            max_bytes: self.document_max_bytes,
+            retries: self.document_retries.min(10),
+            restore_root,
+        })
+    }
+
     pub fn health_check_interval(&self) -> Duration {
         Duration::from_secs(self.health_check_interval_secs.max(1))
     }
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct TokenArgs {
-    #[arg(long, default_value = "ADMIN")]
-    pub role: String,
-    /// Lifetime, e.g. 30m, 1h, 7d.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
-    pub ttl: Duration,
-    #[arg(long, default_value = "backup-operator")]
-    pub user_id: String,
-    #[arg(long, default_value = "")]
-    pub email: String,
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: String,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct CreateArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
-    #[arg(long, default_value = "")]
-    pub description: String,
-    /// Leave uploaded documents out.
-    #[arg(long)]
-    pub no_documents: bool,
-    /// Return at once instead of waiting for completion.
-    #[arg(long = "async")]
-    pub run_async: bool,
-    /// none, gzip or zstd (default: the server's setting).
-    #[arg(long)]
-    pub compression: Option<String>,
 }
 
 /// `90s`, `30m`, `1h`, `7d`, or plain seconds.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod documents;
 pub mod error;
 pub mod format;
+pub mod keyring;
 pub mod redact;
 pub mod schema;
 pub mod source;

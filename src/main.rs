@@ -1,7 +1,8 @@
 use std::process::ExitCode;
 
 use backup_service::cli;
-use backup_service::config::{Cli, Command, DocumentsCommand, LogFormat, ServeConfig, TokenArgs};
+use backup_service::cli::args::{Cli, Command, DocumentsCommand, TokenArgs};
+use backup_service::config::{LogFormat, ServeConfig};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 

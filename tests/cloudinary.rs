@@ -388,7 +388,7 @@ async fn compressed_and_encrypted_backups_round_trip() {
     let db = database(12_000).await;
     // 1 MiB parts so the encrypted files are multi-part too.
     let mut cfg = cloudinary_config(&db, &cld, "part_size=1048576");
-    cfg.encryption_key = Some(base64::engine::general_purpose::STANDARD.encode([7u8; 32]));
+    cfg.keys.encryption_key = Some(base64::engine::general_purpose::STANDARD.encode([7u8; 32]));
     let server = start(&cfg).await;
     let mut client = admin_client(server.grpc_addr).await;
     for compression in ["none", "zstd", "gzip"] {

@@ -58,7 +58,7 @@ async fn every_compression_and_encryption_combination_round_trips() {
         let dir = temp_dir();
         let mut cfg = config(&db.url, &dir.path().join("backups"));
         if encrypted {
-            cfg.encryption_key = Some(key(1));
+            cfg.keys.encryption_key = Some(key(1));
         }
         let server = start(&cfg).await;
         let mut client = admin_client(server.grpc_addr).await;
@@ -153,7 +153,7 @@ async fn tampered_encrypted_backup_is_refused_and_keys_rotate() {
     let dir = temp_dir();
     let storage = dir.path().join("backups");
     let mut cfg = config(&db.url, &storage);
-    cfg.encryption_key = Some(key(1));
+    cfg.keys.encryption_key = Some(key(1));
     cfg.compression = "zstd".into();
     let server = start(&cfg).await;
     let mut client = admin_client(server.grpc_addr).await;
@@ -167,8 +167,8 @@ async fn tampered_encrypted_backup_is_refused_and_keys_rotate() {
 
     // Rotation: a new key, the old one listed for decryption.
     let mut rotated = cfg.clone();
-    rotated.encryption_key = Some(key(2));
-    rotated.decryption_keys = vec![key(1)];
+    rotated.keys.encryption_key = Some(key(2));
+    rotated.keys.decryption_keys = vec![key(1)];
     let server = start(&rotated).await;
     let mut client = admin_client(server.grpc_addr).await;
     let report = verify(&mut client, &b.backup_id).await;
@@ -190,7 +190,7 @@ async fn tampered_encrypted_backup_is_refused_and_keys_rotate() {
 
     // Without the old key the old backup cannot be read, and says why.
     let mut forgotten = cfg.clone();
-    forgotten.encryption_key = Some(key(2));
+    forgotten.keys.encryption_key = Some(key(2));
     let server = start(&forgotten).await;
     let mut client = admin_client(server.grpc_addr).await;
     let report = verify(&mut client, &b.backup_id).await;
@@ -245,12 +245,12 @@ async fn tampered_encrypted_backup_is_refused_and_keys_rotate() {
 async fn bad_settings_and_requests_are_refused() {
     let dir = temp_dir();
     let mut cfg = config(&sqlite_url(dir.path()), &dir.path().join("backups"));
-    cfg.encryption_key = Some("too-short".into());
+    cfg.keys.encryption_key = Some("too-short".into());
     assert!(
         backup_service::app::start(&cfg).await.is_err(),
         "a malformed key stops the start"
     );
-    cfg.encryption_key = None;
+    cfg.keys.encryption_key = None;
     cfg.compression = "brotli".into();
     assert!(
         backup_service::app::start(&cfg).await.is_err(),

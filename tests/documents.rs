@@ -593,7 +593,7 @@ async fn documents_come_back_out_byte_for_byte_and_tampering_is_refused() {
     // Compressed and encrypted: extraction has to undo both.
     cfg.compression = "zstd".into();
     let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-    cfg.encryption_key = Some(key.clone());
+    cfg.keys.encryption_key = Some(key.clone());
     cfg.document_restore_root = Some(restore_root.path().to_path_buf());
     let server = start(&cfg).await;
     let mut client = admin_client(server.grpc_addr).await;

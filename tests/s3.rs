@@ -144,7 +144,7 @@ async fn s3_backend_end_to_end() {
 
     let mut ids = Vec::new();
     for encrypted in [false, true] {
-        cfg.encryption_key = encrypted.then(|| key.clone());
+        cfg.keys.encryption_key = encrypted.then(|| key.clone());
         let server = start(&cfg).await;
         let mut client = admin_client(server.grpc_addr).await;
         for compression in ["none", "gzip", "zstd"] {
@@ -187,7 +187,7 @@ async fn s3_backend_end_to_end() {
     }
 
     // A new server (as after losing its disk) rebuilds the catalog from the bucket.
-    cfg.encryption_key = Some(key.clone());
+    cfg.keys.encryption_key = Some(key.clone());
     let server = start(&cfg).await;
     let mut client = admin_client(server.grpc_addr).await;
     let list = client

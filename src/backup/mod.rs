@@ -78,39 +78,56 @@ pub struct Download {
     pub stream: ByteStream,
 }
 
-pub struct Backups {
-    pub(crate) source: Arc<dyn Source>,
-    pub(crate) storage: Arc<dyn Storage>,
-    pub(crate) catalog: Catalog,
-    pub(crate) maintenance: maintenance::Maintenance,
+/// Everything the core is built from; `app` assembles it from the settings.
+pub struct CoreParts {
+    pub source: Arc<dyn Source>,
+    pub storage: Arc<dyn Storage>,
     /// The configured database: the default restore target.
-    pub(crate) database_url: String,
+    pub database_url: String,
     /// Compression default and encryption keys.
-    pub(crate) codec: crate::format::codec::CodecSettings,
-    pub(crate) restore_lock: tokio::sync::Mutex<()>,
+    pub codec: crate::format::codec::CodecSettings,
+    pub documents: crate::documents::DocumentSettings,
+    pub schedule: schedule::ScheduleSettings,
+    /// Servers besides the configured database's that restores may write to.
+    pub restore_allowed_hosts: Vec<String>,
+}
+
+pub struct Backups {
+    source: Arc<dyn Source>,
+    storage: Arc<dyn Storage>,
+    catalog: Catalog,
+    maintenance: maintenance::Maintenance,
+    /// The configured database: the default restore target.
+    database_url: String,
+    /// Compression default and encryption keys.
+    codec: crate::format::codec::CodecSettings,
+    restore_lock: tokio::sync::Mutex<()>,
     /// Backups that may run at once; more wait their turn (RUNNING, 0 rows).
-    pub(crate) backup_slots: tokio::sync::Semaphore,
+    backup_slots: tokio::sync::Semaphore,
     ids: IdGenerator,
     /// includeDocuments: columns, fetch limits, the SSRF guard.
-    pub(crate) documents: Arc<crate::documents::DocumentSettings>,
+    documents: Arc<crate::documents::DocumentSettings>,
     /// The document fetcher (one HTTP client for every backup); None when
     /// no document columns are configured.
-    pub(crate) fetcher: Option<Arc<crate::documents::fetch::Fetcher>>,
-    /// Schedule and retention settings, set once at start (see `schedule`).
-    pub(crate) automation: std::sync::OnceLock<Arc<schedule::Automation>>,
+    fetcher: Option<Arc<crate::documents::fetch::Fetcher>>,
+    /// Schedule and retention settings, and the slot lease.
+    automation: Arc<schedule::Automation>,
     /// Servers besides the configured database's that restores may write to.
-    pub(crate) restore_allowed_hosts: std::sync::OnceLock<Vec<String>>,
+    restore_allowed_hosts: Vec<String>,
 }
 
 impl Backups {
     /// Builds the core and rebuilds the catalog from storage.
-    pub async fn open(
-        source: Arc<dyn Source>,
-        storage: Arc<dyn Storage>,
-        database_url: &str,
-        codec: crate::format::codec::CodecSettings,
-        documents: crate::documents::DocumentSettings,
-    ) -> Result<Arc<Self>> {
+    pub async fn open(parts: CoreParts) -> Result<Arc<Self>> {
+        let CoreParts {
+            source,
+            storage,
+            database_url,
+            codec,
+            documents,
+            schedule,
+            restore_allowed_hosts,
+        } = parts;
         let documents = Arc::new(documents);
         let fetcher = if documents.columns.is_empty() {
             None
@@ -121,21 +138,27 @@ impl Backups {
         };
         let catalog = Catalog::load(storage.as_ref()).await?;
         let maintenance = maintenance::Maintenance::load(storage.as_ref()).await?;
+        let automation = Arc::new(schedule::Automation::new(schedule, source.slot_lease()));
         Ok(Arc::new(Self {
             source,
             storage,
             catalog,
             maintenance,
-            database_url: database_url.to_string(),
+            database_url,
             codec,
             documents,
             fetcher,
             restore_lock: tokio::sync::Mutex::new(()),
             backup_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_BACKUPS),
             ids: IdGenerator::default(),
-            automation: std::sync::OnceLock::new(),
-            restore_allowed_hosts: std::sync::OnceLock::new(),
+            automation,
+            restore_allowed_hosts,
         }))
+    }
+
+    /// Schedule and retention settings (for the scheduler task).
+    pub fn automation(&self) -> &Arc<schedule::Automation> {
+        &self.automation
     }
 
     /// Maintenance mode as storage holds it now (replicas share it).

@@ -280,10 +280,7 @@ pub struct PruneReport {
 impl Backups {
     /// The retention policy in force (off unless configured).
     pub fn retention_policy(&self) -> RetentionPolicy {
-        self.automation
-            .get()
-            .map(|a| a.retention.clone())
-            .unwrap_or_default()
+        self.automation.retention.clone()
     }
 
     /// Applies the retention policy now. The catalog is first refreshed from

@@ -62,25 +62,19 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::record::{BackupRecord, BackupStatus, Trigger, format_time};
 use super::retention::RetentionPolicy;
 use super::{Backups, CreateRequest, Principal};
-use crate::config::ServeConfig;
 use crate::error::{Error, Result};
+use crate::source::lease::{SlotClaim, SlotLease};
 use crate::telemetry::{self, Action};
 
-/// The advisory lock key ("bsvcschd"): one per database, shared by every
-/// replica of this service.
-pub const LOCK_KEY: i64 = 0x6273_7663_7363_6864;
 /// First wait between two tries for the lock; it doubles up to `MAX_POLL`.
 const FIRST_POLL: Duration = Duration::from_millis(250);
 const MAX_POLL: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A parsed cron expression in a time zone.
 pub struct Schedule {
@@ -248,142 +242,69 @@ pub struct ScheduleStatus {
     pub retention: RetentionPolicy,
 }
 
-/// How a replica claims a slot.
-enum Lease {
-    /// SQLite (single instance): nothing to coordinate.
-    Local,
-    /// A session advisory lock on a dedicated connection.
-    Postgres(Box<PgConnectOptions>),
-}
-
-/// A claimed slot; dropping it releases the claim too.
-enum Claim {
-    Local,
-    Postgres(PgConnection),
-}
-
-impl Claim {
-    async fn release(self) {
-        if let Claim::Postgres(conn) = self {
-            // Ending the session releases the lock (as does dropping it, if
-            // the server cannot be told in time).
-            match tokio::time::timeout(Duration::from_secs(5), conn.close()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(error = %e, "closing the schedule lock connection"),
-                Err(_) => tracing::debug!("closing the schedule lock connection timed out"),
-            }
-        }
-    }
-}
-
 /// Schedule and retention settings, and what the scheduler last did here.
 pub struct Automation {
     pub schedule: Option<Schedule>,
     pub retention: RetentionPolicy,
     pub run_missed: bool,
-    lease: Lease,
+    lease: Arc<dyn SlotLease>,
     /// This replica's last outcome that left no record (a skipped slot).
     last_skip: Mutex<Option<LastRun>>,
 }
 
-impl Automation {
-    /// Validates the schedule settings; fails on a bad expression or zone.
-    pub fn from_config(config: &ServeConfig) -> Result<Self> {
-        let time_zone = parse_time_zone(&config.backup_schedule_tz)?;
-        let schedule = match config.backup_schedule.as_deref().map(str::trim) {
+/// The schedule and retention settings, validated (see `config`).
+#[derive(Debug, Default)]
+pub struct ScheduleSettings {
+    pub schedule: Option<Schedule>,
+    pub retention: RetentionPolicy,
+    pub run_missed: bool,
+}
+
+impl ScheduleSettings {
+    /// Parses the cron expression and time zone; fails on a bad one.
+    pub fn new(
+        expression: Option<&str>,
+        time_zone: &str,
+        retention: impl FnOnce(Tz) -> RetentionPolicy,
+        run_missed: bool,
+    ) -> Result<Self> {
+        let time_zone = parse_time_zone(time_zone)?;
+        let schedule = match expression.map(str::trim) {
             None | Some("") => None,
             Some(expression) => Some(Schedule::parse(expression, time_zone)?),
         };
-        let retention = RetentionPolicy {
-            max_age: config.backup_retention.filter(|a| !a.is_zero()),
-            keep_last: config.backup_keep_last,
-            keep_daily: config.backup_keep_daily,
-            keep_weekly: config.backup_keep_weekly,
-            keep_monthly: config.backup_keep_monthly,
-            time_zone,
-        };
-        let url = config.database_url.as_str();
-        let lease = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url).map_err(|e| {
-                Error::invalid(format!(
-                    "database URL {}: {}",
-                    crate::redact::redact_url(url),
-                    crate::redact::redact_text(&e.to_string())
-                ))
-            })?;
-            Lease::Postgres(Box::new(
-                options.application_name("backup-service scheduler"),
-            ))
-        } else {
-            Lease::Local
-        };
         Ok(Self {
             schedule,
-            retention,
-            run_missed: config.backup_run_missed,
-            lease,
-            last_skip: Mutex::new(None),
+            retention: retention(time_zone),
+            run_missed,
         })
     }
+}
 
-    /// Claims `slot`: waits for the lock until `deadline` (the next slot).
+impl Automation {
+    /// The settings, and the lease the database offers for claiming slots.
+    pub fn new(settings: ScheduleSettings, lease: Arc<dyn SlotLease>) -> Self {
+        Self {
+            schedule: settings.schedule,
+            retention: settings.retention,
+            run_missed: settings.run_missed,
+            lease,
+            last_skip: Mutex::new(None),
+        }
+    }
+
+    /// Claims `slot`: tries until `deadline` (the next slot).
     /// `None` when the deadline passed or the service is stopping.
     async fn claim(
         &self,
         deadline: DateTime<Utc>,
         stop: &mut watch::Receiver<bool>,
-    ) -> Option<Claim> {
-        let options = match &self.lease {
-            Lease::Local => return Some(Claim::Local),
-            Lease::Postgres(options) => options,
-        };
-        let mut conn: Option<PgConnection> = None;
+    ) -> Option<SlotClaim> {
+        let mut attempt = self.lease.attempt();
         let mut wait = FIRST_POLL;
-        let mut warned = false;
         loop {
-            if conn.is_none() {
-                match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options))
-                    .await
-                {
-                    Ok(Ok(c)) => conn = Some(c),
-                    Ok(Err(e)) if !warned => {
-                        warned = true;
-                        let e = Error::database("connecting for the schedule lock", &e);
-                        tracing::warn!(error = %e.message, "cannot claim the slot yet");
-                    }
-                    Err(_) if !warned => {
-                        warned = true;
-                        tracing::warn!("connecting for the schedule lock timed out");
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(c) = conn.as_mut() {
-                let tried = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-                    .bind(LOCK_KEY)
-                    .fetch_one(&mut *c)
-                    .await;
-                match tried {
-                    Ok(true) => return conn.map(Claim::Postgres),
-                    Ok(false) => {}
-                    // The server has no advisory locks (CockroachDB): undefined
-                    // function or feature not supported.
-                    Err(sqlx::Error::Database(e))
-                        if matches!(e.code().as_deref(), Some("42883" | "0A000")) =>
-                    {
-                        tracing::warn!(
-                            error = %e,
-                            "advisory locks unavailable: claiming the slot locally; \
-                             give only one replica a schedule"
-                        );
-                        return Some(Claim::Local);
-                    }
-                    Err(e) => {
-                        let e = Error::database("schedule lock", &e);
-                        tracing::warn!(error = %e.message, "schedule lock unavailable; retrying");
-                        conn = None;
-                    }
-                }
+            if let Some(claim) = attempt.try_once().await {
+                return Some(claim);
             }
             if *stop.borrow() || Utc::now() + wait >= deadline {
                 return None;
@@ -398,26 +319,19 @@ impl Automation {
 }
 
 impl Backups {
-    /// Installs the schedule and retention settings (once, at start).
-    pub fn set_automation(&self, automation: Arc<Automation>) {
-        if self.automation.set(automation).is_err() {
-            tracing::warn!("schedule settings were already installed");
-        }
-    }
-
     /// The schedule, its next slot, and the last scheduled run by any
     /// replica (the catalog is refreshed from storage first).
     pub async fn schedule_status(&self) -> Result<ScheduleStatus> {
         if let Err(e) = self.reload().await {
             tracing::warn!(error = %e.message, "could not refresh the catalog from storage");
         }
-        let automation = self.automation.get();
-        let schedule = automation.and_then(|a| a.schedule.as_ref());
+        let automation = &self.automation;
+        let schedule = automation.schedule.as_ref();
         let from_record = self
             .catalog
             .last_scheduled()
             .map(|r| LastRun::from_record(&r));
-        let skipped = automation.and_then(|a| a.last_skip.lock().ok().and_then(|l| l.clone()));
+        let skipped = automation.last_skip.lock().ok().and_then(|l| l.clone());
         let last_run = match (from_record, skipped) {
             (Some(r), Some(s)) if s.slot > r.slot => Some(s),
             (Some(r), _) => Some(r),
@@ -426,10 +340,8 @@ impl Backups {
         Ok(ScheduleStatus {
             enabled: schedule.is_some(),
             expression: schedule.map(|s| s.expression.clone()).unwrap_or_default(),
-            time_zone: automation
-                .map(|a| a.retention.time_zone.name().to_string())
-                .unwrap_or_else(|| "UTC".into()),
-            run_missed: automation.is_some_and(|a| a.run_missed),
+            time_zone: automation.retention.time_zone.name().to_string(),
+            run_missed: automation.run_missed,
             next_run_at: schedule.and_then(|s| s.next_after(Utc::now())),
             last_run,
             retention: self.retention_policy(),

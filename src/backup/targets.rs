@@ -4,45 +4,27 @@
 //! admin token could make the service connect to, and write into, any host
 //! the service can reach.
 
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
-
-use sqlx::postgres::PgConnectOptions;
-
 use crate::error::{Error, Result};
+use crate::source::engine::{Engine, pg_server, sqlite_dir};
 
 /// Refuses `target` unless it is allowed; `configured` is DATABASE_URL.
 pub fn check_allowed(configured: &str, target: &str, allowed_hosts: &[String]) -> Result<()> {
     if target == configured {
         return Ok(());
     }
-    match (is_postgres(configured), is_postgres(target)) {
-        (true, true) => check_postgres(configured, target, allowed_hosts),
-        (false, false) if is_sqlite(configured) && is_sqlite(target) => {
-            check_sqlite(configured, target)
+    match (Engine::of(configured), Engine::of(target)) {
+        (Some(Engine::Postgres), Some(Engine::Postgres)) => {
+            check_postgres(configured, target, allowed_hosts)
         }
+        (Some(Engine::Sqlite), Some(Engine::Sqlite)) => check_sqlite(configured, target),
         _ => Err(Error::invalid(
             "the target database must be of the same kind as the configured one",
         )),
     }
 }
 
-fn is_postgres(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-fn is_sqlite(url: &str) -> bool {
-    url.starts_with("sqlite:")
-}
-
 fn server(url: &str, what: &str) -> Result<(String, u16)> {
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|_| Error::invalid(format!("{what} is not a valid PostgreSQL URL")))?;
-    let host = match options.get_socket() {
-        Some(socket) => socket.display().to_string(),
-        None => options.get_host().to_ascii_lowercase(),
-    };
-    Ok((host, options.get_port()))
+    pg_server(url).ok_or_else(|| Error::invalid(format!("{what} is not a valid PostgreSQL URL")))
 }
 
 fn check_postgres(configured: &str, target: &str, allowed_hosts: &[String]) -> Result<()> {
@@ -68,18 +50,6 @@ fn check_postgres(configured: &str, target: &str, allowed_hosts: &[String]) -> R
     )))
 }
 
-fn sqlite_dir(url: &str) -> Option<PathBuf> {
-    let path = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    let path = path.split('?').next().unwrap_or_default();
-    Path::new(path)
-        .canonicalize()
-        .ok()?
-        .parent()
-        .map(Path::to_path_buf)
-}
-
 /// SQLite targets are files: only those beside the configured database.
 fn check_sqlite(configured: &str, target: &str) -> Result<()> {
     match (sqlite_dir(configured), sqlite_dir(target)) {
@@ -91,24 +61,11 @@ fn check_sqlite(configured: &str, target: &str) -> Result<()> {
 }
 
 impl super::Backups {
-    /// Installs RESTORE_ALLOWED_HOSTS (once, at start).
-    pub fn set_restore_allowed_hosts(&self, hosts: Vec<String>) {
-        if self.restore_allowed_hosts.set(hosts).is_err() {
-            tracing::warn!("restore target settings were already installed");
-        }
-    }
-
     /// Refuses a restore or test-restore target outside what is allowed.
     pub(crate) fn check_restore_target(&self, target: &str) -> Result<()> {
-        let hosts = self
-            .restore_allowed_hosts
-            .get()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        check_allowed(&self.database_url, target, hosts)
+        check_allowed(&self.database_url, target, &self.restore_allowed_hosts)
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,7 +112,7 @@ mod tests {
         ] {
             std::fs::write(&p, b"").unwrap();
         }
-        let url = |p: PathBuf| format!("sqlite://{}", p.display());
+        let url = |p: std::path::PathBuf| format!("sqlite://{}", p.display());
         let configured = url(dir.path().join("app.db"));
         assert!(check_allowed(&configured, &url(dir.path().join("staging.db")), &[]).is_ok());
         assert!(check_allowed(&configured, &url(other.path().join("x.db")), &[]).is_err());

@@ -60,35 +60,6 @@ pub struct DocumentSettings {
     pub restore_root: Option<PathBuf>,
 }
 
-impl DocumentSettings {
-    pub fn from_config(config: &crate::config::ServeConfig) -> Result<Self> {
-        let restore_root = match &config.document_restore_root {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::invalid(format!("DOCUMENT_RESTORE_ROOT {}: {e}", dir.display()))
-                })?;
-                Some(std::fs::canonicalize(dir).map_err(|e| {
-                    Error::invalid(format!("DOCUMENT_RESTORE_ROOT {}: {e}", dir.display()))
-                })?)
-            }
-            None => None,
-        };
-        Ok(Self {
-            columns: columns::parse_list(&config.document_columns)?,
-            policy: Arc::new(guard::Policy::new(
-                &config.document_allowed_hosts,
-                config.document_root.as_deref(),
-            )?),
-            strict: config.documents_strict,
-            concurrency: config.document_concurrency.clamp(1, 64),
-            timeout: config.document_timeout.max(Duration::from_secs(1)),
-            max_bytes: config.document_max_bytes,
-            retries: config.document_retries.min(10),
-            restore_root,
-        })
-    }
-}
-
 /// Distinct URLs read in the snapshot, one JSON string per line in an
 /// anonymous temp file.
 struct UrlSpool {

@@ -1,6 +1,8 @@
 //! Database engines. Each reads every user table in one consistent snapshot
 //! and hands rows, already encoded as JSON arrays, to a `DumpSink`.
 
+pub mod engine;
+pub mod lease;
 mod nodelay;
 pub mod order;
 pub mod pg_copy;
@@ -46,6 +48,8 @@ pub trait Source: Send + Sync {
     async fn ping(&self) -> Result<()>;
     /// Streams every user table, in one snapshot, into `sink`.
     async fn dump(&self, sink: &mut dyn DumpSink) -> Result<()>;
+    /// How replicas agree on who runs a schedule slot on this database.
+    fn slot_lease(&self) -> Arc<dyn lease::SlotLease>;
 }
 
 /// A database a backup can be restored into.
@@ -75,16 +79,10 @@ pub trait TableLoader: Send {
 
 /// Opens a restore target by URL.
 pub async fn open_target(url: &str) -> Result<Arc<dyn Target>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(pg_restore::PostgresTarget::connect(url).await?))
-    } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite_restore::SqliteTarget::open(url).await?))
-    } else {
-        Err(Error::invalid(format!(
-            "target URL {}: unsupported scheme (use postgres://, postgresql:// or sqlite:)",
-            crate::redact::redact_url(url)
-        )))
-    }
+    Ok(match engine::Engine::require(url, "target URL")? {
+        engine::Engine::Postgres => Arc::new(pg_restore::PostgresTarget::connect(url).await?),
+        engine::Engine::Sqlite => Arc::new(sqlite_restore::SqliteTarget::open(url).await?),
+    })
 }
 
 /// Compares a backup's tables with the target's, naming every difference.
@@ -128,18 +126,12 @@ fn same_type(a: &str, b: &str) -> bool {
 
 /// Connects to the database a `DATABASE_URL` names.
 pub async fn open(url: &str, parallelism: usize) -> Result<Arc<dyn Source>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(
-            postgres::PostgresSource::connect(url, parallelism).await?,
-        ))
-    } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteSource::open(url).await?))
-    } else {
-        Err(Error::invalid(format!(
-            "DATABASE_URL {}: unsupported scheme (use postgres://, postgresql:// or sqlite:)",
-            crate::redact::redact_url(url)
-        )))
-    }
+    Ok(match engine::Engine::require(url, "DATABASE_URL")? {
+        engine::Engine::Postgres => {
+            Arc::new(postgres::PostgresSource::connect(url, parallelism).await?)
+        }
+        engine::Engine::Sqlite => Arc::new(sqlite::SqliteSource::open(url).await?),
+    })
 }
 
 /// The query for the distinct document URLs of the sink's columns, or None

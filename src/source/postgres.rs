@@ -9,7 +9,6 @@
 //! comes. The table the writer is on waits for the writer instead.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Executor, PgPool, Postgres, Row, Transaction};
 use std::os::unix::fs::FileExt;
 
@@ -72,13 +71,7 @@ impl PostgresSource {
 
 /// A lazily connecting pool whose sessions use the canonical text settings.
 pub(crate) fn connect_pool(url: &str, max_connections: u32) -> Result<PgPool> {
-    let options = PgConnectOptions::from_str(url).map_err(|e| {
-        Error::invalid(format!(
-            "database URL {}: {}",
-            crate::redact::redact_url(url),
-            crate::redact::redact_text(&e.to_string())
-        ))
-    })?;
+    let options = super::engine::pg_options(url)?;
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)
@@ -108,6 +101,12 @@ impl Source for PostgresSource {
 
     async fn ping(&self) -> Result<()> {
         super::ping_with_timeout(sqlx::query("SELECT 1").execute(&self.pool)).await
+    }
+
+    fn slot_lease(&self) -> Arc<dyn super::lease::SlotLease> {
+        Arc::new(super::lease::AdvisoryLease::new(
+            &self.pool.connect_options(),
+        ))
     }
 
     async fn dump(&self, sink: &mut dyn DumpSink) -> Result<()> {

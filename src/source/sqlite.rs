@@ -61,6 +61,10 @@ impl Source for SqliteSource {
         super::ping_with_timeout(sqlx::query("SELECT 1").execute(&self.pool)).await
     }
 
+    fn slot_lease(&self) -> std::sync::Arc<dyn super::lease::SlotLease> {
+        std::sync::Arc::new(super::lease::LocalLease)
+    }
+
     async fn dump(&self, sink: &mut dyn DumpSink) -> Result<()> {
         let mut tx = self
             .pool

@@ -552,18 +552,9 @@ pub async fn restore_file(
     Ok(outcome)
 }
 
-/// Keys for offline commands: `BACKUP_ENCRYPTION_KEY` and
-/// `BACKUP_DECRYPTION_KEYS` from the environment.
+/// Keys for offline commands, resolved as `serve` resolves them.
 pub fn keyring_from_env() -> Result<Keyring> {
-    let older: Vec<String> = std::env::var("BACKUP_DECRYPTION_KEYS")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::to_string)
-        .collect();
-    Keyring::new(
-        std::env::var("BACKUP_ENCRYPTION_KEY").ok().as_deref(),
-        &older,
-    )
+    crate::keyring::KeySettings::from_env()?.keyring()
 }
 
 /// A local file as a byte stream.

@@ -5,12 +5,14 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::config::{
+pub mod args;
+
+use crate::proto;
+use crate::proto::backup_service_client::BackupServiceClient;
+use args::{
     CreateArgs, ExtractArgs, MaintenanceArgs, RestoreArgs, RestoreFileArgs, ServerArgs, Switch,
     VerifyArgs,
 };
-use crate::proto;
-use crate::proto::backup_service_client::BackupServiceClient;
 
 type Bearer =
     Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
