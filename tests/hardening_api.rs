@@ -596,3 +596,43 @@ async fn metrics_conform_from_a_fresh_start_and_keep_the_last_success() {
     assert_eq!(label(request, "route"), Some("/metrics"), "{request}");
     promtool_check(&text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_downloads_count_in_downloaded_bytes() {
+    let dir = temp_dir();
+    let server = start(&config(
+        &sqlite_url(dir.path()),
+        &dir.path().join("backups"),
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    let record: Value = http
+        .post(format!("http://{}/api/backup/create", server.http_addr))
+        .bearer_auth(token("ADMIN"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("record");
+    let id = record["backupId"].as_str().expect("backupId");
+    let counter = "backup_service_downloaded_bytes_total";
+    let before = sample(&scrape(server.http_addr).await, counter).unwrap_or(0.0);
+    let bytes = http
+        .get(format!(
+            "http://{}/api/backup/download/{id}",
+            server.http_addr
+        ))
+        .bearer_auth(token("ADMIN"))
+        .send()
+        .await
+        .expect("download")
+        .bytes()
+        .await
+        .expect("body");
+    assert!(!bytes.is_empty());
+    let after = sample(&scrape(server.http_addr).await, counter).unwrap_or(0.0);
+    assert_eq!(after - before, bytes.len() as f64);
+    server.shutdown().await;
+}
