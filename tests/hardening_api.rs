@@ -363,7 +363,10 @@ async fn readyz_tells_strangers_nothing_and_admins_the_reason() {
         );
     }
     let parsed: Value = serde_json::from_str(&body).expect("JSON body");
-    assert_eq!(parsed, json!({"status": "unavailable"}));
+    assert_eq!(
+        parsed,
+        json!({"error": {"code": "UNAVAILABLE", "message": "not ready"}})
+    );
 
     let r = http
         .get(url("/api/status/ready"))

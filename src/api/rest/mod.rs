@@ -134,22 +134,14 @@ pub async fn healthz() -> Json<HealthView> {
 /// only ready or not: the reason is for admins (`/api/status/ready`).
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, description = "Ready", body = HealthView),
-    (status = 503, description = "Database or storage unavailable", body = HealthView)))]
-pub async fn readyz(State(g): State<Shared>) -> Response {
+    (status = 503, description = "Database or storage unavailable (no details)", body = error::ErrorBody)))]
+pub async fn readyz(State(g): State<Shared>) -> Result<Json<HealthView>, ApiError> {
     match g.readiness.check().await {
-        Ok(()) => Json(HealthView {
+        Ok(()) => Ok(Json(HealthView {
             status: "ready".into(),
             message: None,
-        })
-        .into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(HealthView {
-                status: "unavailable".into(),
-                message: None,
-            }),
-        )
-            .into_response(),
+        })),
+        Err(_) => Err(ApiError(Error::unavailable("not ready"))),
     }
 }
 
