@@ -91,6 +91,7 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
     })
     .await?;
     let automation = core.automation().clone();
+    restore_last_success_metric(&core).await;
 
     let (secret, dev_token) = match &config.jwt_secret {
         Some(secret) if !secret.is_empty() => (secret.as_bytes().to_vec(), None),
@@ -147,8 +148,9 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
             shutdown_rx.clone(),
         )));
     }
+    let readiness = Arc::new(crate::api::readiness::Readiness::of(core.clone()));
     tasks.push(tokio::spawn(watch_health(
-        core.clone(),
+        readiness.clone(),
         health,
         config.health_check_interval(),
         shutdown_rx.clone(),
@@ -169,7 +171,7 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
         }
     }));
 
-    let router = rest::router(core.clone(), auth, config);
+    let router = rest::router(core.clone(), auth, readiness, config);
     let http_server = axum::serve(
         http_listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -190,6 +192,35 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
         shutdown,
         tasks,
     })
+}
+
+/// Sets the last-success gauge from the newest completed backup in the
+/// catalog, so a restart does not reset it.
+async fn restore_last_success_metric(core: &Backups) {
+    let mut token = String::new();
+    loop {
+        let page = match core.list(crate::backup::MAX_PAGE_SIZE, &token).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "reading the catalog for metrics");
+                return;
+            }
+        };
+        let newest = page
+            .backups
+            .iter()
+            .filter(|r| r.status == crate::backup::record::BackupStatus::Completed)
+            .filter_map(|r| r.completed_at)
+            .max();
+        if let Some(at) = newest {
+            crate::telemetry::last_success_at(at.timestamp());
+            return;
+        }
+        if page.next_page_token.is_empty() {
+            return;
+        }
+        token = page.next_page_token;
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
@@ -214,14 +245,14 @@ async fn signalled(mut rx: watch::Receiver<bool>) {
 
 /// Reports SERVING while database and storage answer, NOT_SERVING otherwise.
 async fn watch_health(
-    core: Arc<Backups>,
+    readiness: Arc<crate::api::readiness::Readiness>,
     health: tonic_health::server::HealthReporter,
     every: std::time::Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last: Option<bool> = None;
     loop {
-        let ready = core.ready().await;
+        let ready = readiness.check().await;
         let ok = ready.is_ok();
         let status = if ok {
             ServingStatus::Serving

@@ -25,7 +25,10 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_bytes".into()), &bytes))
                 .and_then(|b| b.install_recorder());
             match built {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics recorder not installed");
                     None
@@ -33,6 +36,83 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
+}
+
+const TRIGGERS: [&str; 2] = ["manual", "scheduled"];
+
+/// HELP text for every metric, and counters present at zero from the start
+/// (so `rate()` and alerts see them before the first event).
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "backup_service_backups_created_total",
+        "Backups that completed, by trigger."
+    );
+    describe_counter!(
+        "backup_service_backups_failed_total",
+        "Backups that failed, by trigger."
+    );
+    describe_histogram!(
+        "backup_service_backup_duration_seconds",
+        Unit::Seconds,
+        "Time a completed backup took, by trigger."
+    );
+    describe_histogram!(
+        "backup_service_backup_size_bytes",
+        Unit::Bytes,
+        "Stored size of completed backups, by trigger."
+    );
+    describe_counter!(
+        "backup_service_storage_uploaded_bytes_total",
+        Unit::Bytes,
+        "Bytes of completed backups written to storage."
+    );
+    describe_gauge!(
+        "backup_service_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time the newest completed backup finished."
+    );
+    describe_counter!(
+        "backup_service_pruned_backups_total",
+        "Backups deleted by retention."
+    );
+    describe_counter!(
+        "backup_service_prune_failures_total",
+        "Backups retention failed to delete."
+    );
+    describe_counter!(
+        "backup_service_downloaded_bytes_total",
+        Unit::Bytes,
+        "Bytes of backup files sent to clients (gRPC and REST)."
+    );
+    describe_counter!(
+        "backup_service_requests_total",
+        "Finished requests by transport, method, route (HTTP) and status code."
+    );
+    describe_histogram!(
+        "backup_service_request_duration_seconds",
+        Unit::Seconds,
+        "Request handling time by transport, method and route (HTTP)."
+    );
+    for trigger in TRIGGERS {
+        metrics::counter!("backup_service_backups_created_total", "trigger" => trigger)
+            .increment(0);
+        metrics::counter!("backup_service_backups_failed_total", "trigger" => trigger).increment(0);
+    }
+    for name in [
+        "backup_service_storage_uploaded_bytes_total",
+        "backup_service_pruned_backups_total",
+        "backup_service_prune_failures_total",
+        "backup_service_downloaded_bytes_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
+/// The newest completed backup finished at `unix_secs` (from the catalog at
+/// start, so the gauge survives a restart).
+pub fn last_success_at(unix_secs: i64) {
+    metrics::gauge!("backup_service_last_success_timestamp_seconds").set(unix_secs as f64);
 }
 
 fn trigger_label(trigger: Trigger) -> &'static str {
@@ -54,8 +134,7 @@ pub fn backup_finished(record: &BackupRecord, took: Duration) {
             metrics::histogram!("backup_service_backup_size_bytes", "trigger" => trigger)
                 .record(record.size as f64);
             metrics::counter!("backup_service_storage_uploaded_bytes_total").increment(record.size);
-            metrics::gauge!("backup_service_last_success_timestamp_seconds")
-                .set(chrono::Utc::now().timestamp() as f64);
+            last_success_at(chrono::Utc::now().timestamp());
         }
         _ => {
             metrics::counter!("backup_service_backups_failed_total", "trigger" => trigger)
@@ -75,7 +154,23 @@ pub fn downloaded(bytes: u64) {
     metrics::counter!("backup_service_downloaded_bytes_total").increment(bytes);
 }
 
-/// One RPC or REST call, by method and status code.
+/// One HTTP request: `method` and `route` come from fixed sets (known
+/// methods and route templates, else `other`), never from raw input.
+pub fn http_request_finished(method: &'static str, route: &str, code: &str, took: Duration) {
+    metrics::counter!(
+        "backup_service_requests_total",
+        "transport" => "http", "method" => method, "route" => route.to_string(),
+        "code" => code.to_string()
+    )
+    .increment(1);
+    metrics::histogram!(
+        "backup_service_request_duration_seconds",
+        "transport" => "http", "method" => method, "route" => route.to_string()
+    )
+    .record(took.as_secs_f64());
+}
+
+/// One RPC, by method name (a fixed set) and status code.
 pub fn request_finished(transport: &'static str, method: &str, code: &str, took: Duration) {
     metrics::counter!(
         "backup_service_requests_total",

@@ -440,7 +440,7 @@ async fn metrics_move_and_admin_actions_are_audited() {
         ) >= 2.0
     );
     assert!(
-        after.contains("method=\"GET /metrics\""),
+        after.contains("method=\"GET\",route=\"/metrics\""),
         "HTTP requests are counted too"
     );
 

@@ -1,5 +1,6 @@
 //! The one admin check, used by the gRPC interceptor and the REST extractor:
-//! an HS256 JWT with `exp`, whose `role` is in the admin set.
+//! an HS256 JWT with `exp` (and `nbf` when present), whose `role` is in the
+//! admin set.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,7 +45,9 @@ impl Authenticator {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_aud = false;
+        // One leeway for both ends of the validity window, for clock skew.
         validation.leeway = 5;
+        validation.validate_nbf = true;
         Ok(Self {
             decoding: DecodingKey::from_secret(secret).map_err(bad_secret)?,
             encoding: EncodingKey::from_secret(secret).map_err(bad_secret)?,
@@ -141,6 +144,43 @@ mod tests {
             .unwrap();
         let e = a.authenticate(Some(&format!("Bearer {t}"))).unwrap_err();
         assert_eq!(e.code, ErrorCode::PermissionDenied);
+    }
+
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"test-secret").unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn token_not_valid_yet_is_refused() {
+        let t =
+            signed(serde_json::json!({"role": "ADMIN", "nbf": now() + 3600, "exp": now() + 7200}));
+        let e = auth()
+            .authenticate(Some(&format!("Bearer {t}")))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthenticated);
+        assert_eq!(e.message, "token is not valid yet");
+    }
+
+    #[test]
+    fn nbf_in_the_past_or_within_leeway_passes() {
+        let a = auth();
+        for nbf in [now() - 60, now() + 2] {
+            let t = signed(serde_json::json!({"role": "ADMIN", "nbf": nbf, "exp": now() + 600}));
+            a.authenticate(Some(&format!("Bearer {t}")))
+                .unwrap_or_else(|e| panic!("nbf {nbf}: {}", e.message));
+        }
     }
 
     #[test]

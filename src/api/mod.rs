@@ -3,5 +3,6 @@
 pub mod auth;
 pub mod convert;
 pub mod grpc;
+pub mod readiness;
 pub mod rest;
 pub mod status;

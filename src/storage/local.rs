@@ -132,6 +132,20 @@ impl Storage for LocalStorage {
         Ok(())
     }
 
+    async fn probe(&self) -> Result<()> {
+        // A temp name, so a crash between write and delete leaves something
+        // `clean_incomplete` sweeps.
+        let path = self.temp_path("readiness-probe");
+        let unwritable = |e: std::io::Error| {
+            Error::unavailable(format!(
+                "storage directory {} is not writable: {e}",
+                self.dir.display()
+            ))
+        };
+        fs::write(&path, b"ok").await.map_err(unwritable)?;
+        fs::remove_file(&path).await.map_err(unwritable)
+    }
+
     async fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>> {
         let target = self.path(name)?;
         let temp = self.temp_path(name);

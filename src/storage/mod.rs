@@ -57,6 +57,10 @@ pub trait Storage: Send + Sync {
     fn describe(&self) -> String;
     /// Fails when the storage cannot be reached or written.
     async fn check(&self) -> Result<()>;
+    /// Readiness: proves the backend takes writes by writing and deleting a
+    /// small probe object (permission bits can lie, e.g. to root or on a
+    /// read-only mount). Callers cache the answer; see `api::readiness`.
+    async fn probe(&self) -> Result<()>;
     /// Starts writing an object.
     async fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>>;
     /// Reads an object from `offset` to the end.

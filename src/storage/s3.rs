@@ -138,6 +138,19 @@ impl Storage for S3Storage {
         }
     }
 
+    async fn probe(&self) -> Result<()> {
+        let nonce: u64 = rand::random();
+        let path = self.path(&format!("readiness-probe-{nonce:016x}"))?;
+        let unwritable = |e: object_store::Error| {
+            Error::unavailable(format!("object storage is not writable: {e}"))
+        };
+        self.store
+            .put(&path, PutPayload::from_static(b"ok"))
+            .await
+            .map_err(unwritable)?;
+        self.store.delete(&path).await.map_err(unwritable)
+    }
+
     async fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>> {
         let path = self.path(name)?;
         let url = self.url(&path);

@@ -144,6 +144,7 @@ pub fn body_response(download: Download, range: Option<ByteRange>) -> Response {
                     bytes.truncate(*remaining as usize);
                 }
                 *remaining -= bytes.len() as u64;
+                crate::telemetry::downloaded(bytes.len() as u64);
                 Some(Ok::<_, std::io::Error>(bytes))
             }
             Err(e) => Some(Err(std::io::Error::other(e.message))),

@@ -53,8 +53,8 @@ impl<S: HasGateway + Send + Sync> FromRequestParts<S> for Admin {
     }
 }
 
-/// A JSON body decoded strictly (unknown fields refused). An empty body
-/// decodes as `{}`.
+/// A JSON body decoded strictly (unknown fields refused, objects only). An
+/// empty body decodes as `{}`.
 pub struct StrictJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: HasGateway + Send + Sync> FromRequest<S> for StrictJson<T> {
@@ -95,6 +95,14 @@ impl<T: DeserializeOwned, S: HasGateway + Send + Sync> FromRequest<S> for Strict
         if !is_json {
             return Err(ApiError(Error::invalid(
                 "request body must be JSON with Content-Type: application/json",
+            )));
+        }
+        // serde's derived structs also accept a JSON array (fields by
+        // position); every body here is an object with named fields.
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            return Err(ApiError(Error::invalid(
+                "request body must be a JSON object ({...})",
             )));
         }
         serde_json::from_slice(&bytes)

@@ -27,6 +27,7 @@ use self::dto::{
 use self::error::ApiError;
 use self::extract::{Admin, HasGateway, StrictJson};
 use crate::api::auth::Authenticator;
+use crate::api::readiness::Readiness;
 use crate::backup::{Backups, CreateRequest, Principal};
 use crate::config::ServeConfig;
 use crate::error::Error;
@@ -35,6 +36,7 @@ use crate::telemetry::{Action, audit};
 pub struct Gateway {
     core: Arc<Backups>,
     auth: Arc<Authenticator>,
+    readiness: Arc<Readiness>,
     body_limit: usize,
     body_timeout: Duration,
 }
@@ -53,16 +55,23 @@ impl HasGateway for Shared {
     }
 }
 
-pub fn router(core: Arc<Backups>, auth: Arc<Authenticator>, config: &ServeConfig) -> Router {
+pub fn router(
+    core: Arc<Backups>,
+    auth: Arc<Authenticator>,
+    readiness: Arc<Readiness>,
+    config: &ServeConfig,
+) -> Router {
     let state: Shared = Arc::new(Gateway {
         core,
         auth,
+        readiness,
         body_limit: config.http_body_limit,
         body_timeout: Duration::from_secs(config.http_body_timeout_secs.max(1)),
     });
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/status/ready", get(ready_details))
         .route("/api/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics))
         .route("/api/backup", post(create_backup))
@@ -121,18 +130,41 @@ pub async fn healthz() -> Json<HealthView> {
     })
 }
 
-/// Database and storage are reachable.
+/// Database and storage answer (a ping, a storage write and delete). Says
+/// only ready or not: the reason is for admins (`/api/status/ready`).
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, description = "Ready", body = HealthView),
-    (status = 503, description = "Database or storage unavailable", body = error::ErrorBody)))]
+    (status = 503, description = "Database or storage unavailable (no details)", body = error::ErrorBody)))]
 pub async fn readyz(State(g): State<Shared>) -> Result<Json<HealthView>, ApiError> {
-    match g.core.ready().await {
+    match g.readiness.check().await {
         Ok(()) => Ok(Json(HealthView {
             status: "ready".into(),
             message: None,
         })),
-        Err(e) => Err(ApiError(Error::unavailable(e.message))),
+        Err(_) => Err(ApiError(Error::unavailable("not ready"))),
     }
+}
+
+/// Readiness with the reason it fails (storage location, database error).
+#[utoipa::path(get, path = "/api/status/ready", tag = "health",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Ready", body = HealthView),
+        (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
+        (status = 403, description = "Not an admin", body = error::ErrorBody),
+        (status = 503, description = "Not ready, with the reason", body = error::ErrorBody)))]
+pub async fn ready_details(
+    State(g): State<Shared>,
+    Admin(_who, _peer): Admin,
+) -> Result<Json<HealthView>, ApiError> {
+    g.readiness
+        .check()
+        .await
+        .map_err(|e| ApiError(Error::unavailable(e.message)))?;
+    Ok(Json(HealthView {
+        status: "ready".into(),
+        message: Some(g.core.storage().describe()),
+    }))
 }
 
 async fn create(
@@ -545,19 +577,32 @@ pub async fn metrics() -> Response {
     }
 }
 
-/// Counts every HTTP request by route and status, and times it.
+/// HTTP methods counted under their own name; any other is `other`, so
+/// made-up methods cannot grow the label set.
+const METERED_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+
+fn method_label(method: &http::Method) -> &'static str {
+    METERED_METHODS
+        .iter()
+        .find(|m| **m == method.as_str())
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Counts every HTTP request by method, route template and status, and
+/// times it. Paths no route matched count as route `other`.
 async fn meter(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let started = std::time::Instant::now();
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = format!("{} {route}", request.method());
+        .unwrap_or_else(|| "other".into());
+    let method = method_label(request.method());
     let response = next.run(request).await;
-    crate::telemetry::request_finished(
-        "http",
-        &method,
+    crate::telemetry::http_request_finished(
+        method,
+        &route,
         response.status().as_str(),
         started.elapsed(),
     );

@@ -21,6 +21,7 @@ use super::error::{ErrorBody, ErrorDetail};
     paths(
         super::healthz,
         super::readyz,
+        super::ready_details,
         super::create_backup_documented,
         super::create_backup,
         super::list_backups,

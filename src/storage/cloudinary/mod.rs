@@ -403,6 +403,14 @@ impl Storage for CloudinaryStorage {
         result
     }
 
+    async fn probe(&self) -> Result<()> {
+        // An upload per probe would spend the account's upload quota; the
+        // authenticated Admin API call `check` makes (cached, and skipped
+        // after any recent successful request) proves reachability and
+        // credentials instead.
+        self.check().await
+    }
+
     async fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>> {
         self.validate(name)?;
         let cap = self.inner.asset_cap().await;
