@@ -338,7 +338,7 @@ pub async fn download_backup(
         RangeRequest::Full => None,
         RangeRequest::Partial(r) => Some(r),
     };
-    let offset = range.map(|r| r.start).unwrap_or(0);
+    let offset = download::read_offset(range, record.size);
     let opened = g
         .core
         .download(&backup_id, offset)
