@@ -185,7 +185,8 @@ impl From<ListPage> for ListView {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// At most 1,000; default 100.
+    /// Page size, 1 to 1,000 (larger values are cut to 1,000); absent or 0: 100.
+    #[param(minimum = 0, maximum = 1000, example = 20)]
     pub page_size: Option<u32>,
     /// nextPageToken of the previous page.
     pub page_token: Option<String>,
@@ -453,3 +454,8 @@ impl From<crate::backup::schedule::ScheduleStatus> for ScheduleView {
         }
     }
 }
+
+/// The backup file's bytes, as stored (documented as a binary file).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct BackupFile(pub Vec<u8>);

@@ -113,6 +113,7 @@ async fn method_not_allowed(method: http::Method) -> Response {
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "health",
+    security(()),
     responses((status = 200, description = "The process lives", body = HealthView)))]
 pub async fn healthz() -> Json<HealthView> {
     Json(HealthView {
@@ -122,7 +123,7 @@ pub async fn healthz() -> Json<HealthView> {
 }
 
 /// Database and storage are reachable.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses(
     (status = 200, description = "Ready", body = HealthView),
     (status = 503, description = "Database or storage unavailable", body = error::ErrorBody)))]
 pub async fn readyz(State(g): State<Shared>) -> Result<Json<HealthView>, ApiError> {
@@ -182,15 +183,19 @@ async fn create(
 
 /// Create a backup (waits for completion unless `async`).
 #[utoipa::path(post, path = "/api/backup/create", tag = "backups",
-    request_body = CreateBackupBody,
+    request_body(content = CreateBackupBody, example = json!({"description": "Pre-deployment backup", "includeDocuments": true})),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Backup completed", body = BackupView),
+        (status = 201, description = "Backup completed", body = BackupView, example = json!({
+            "backupId": "backup_2026-03-11T12-00-00-000Z", "filename": "backup_2026-03-11T12-00-00-000Z.json.zst",
+            "size": 524288, "cloudinaryUrl": "", "createdAt": "2026-03-11T12:00:00Z",
+            "description": "Pre-deployment backup", "status": "COMPLETED"})),
         (status = 202, description = "Backup started (async); Location points to the record", body = BackupView),
         (status = 400, description = "Invalid input", body = error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
         (status = 403, description = "Not an admin", body = error::ErrorBody),
         (status = 408, description = "Request body too slow", body = error::ErrorBody),
+        (status = 409, description = "Maintenance mode is on", body = error::ErrorBody),
         (status = 413, description = "Request body too large", body = error::ErrorBody),
         (status = 500, description = "Backup creation or upload failed", body = error::ErrorBody)))]
 pub async fn create_backup_documented(
@@ -203,14 +208,19 @@ pub async fn create_backup_documented(
 
 /// Create a backup (same as /api/backup/create).
 #[utoipa::path(post, path = "/api/backup", tag = "backups",
-    request_body = CreateBackupBody,
+    request_body(content = CreateBackupBody, example = json!({"description": "Pre-deployment backup", "includeDocuments": true})),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Backup completed", body = BackupView),
+        (status = 201, description = "Backup completed", body = BackupView, example = json!({
+            "backupId": "backup_2026-03-11T12-00-00-000Z", "filename": "backup_2026-03-11T12-00-00-000Z.json.zst",
+            "size": 524288, "cloudinaryUrl": "", "createdAt": "2026-03-11T12:00:00Z",
+            "description": "Pre-deployment backup", "status": "COMPLETED"})),
         (status = 202, description = "Backup started (async)", body = BackupView),
         (status = 400, description = "Invalid input", body = error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
         (status = 403, description = "Not an admin", body = error::ErrorBody),
+        (status = 408, description = "Request body too slow", body = error::ErrorBody),
+        (status = 409, description = "Maintenance mode is on", body = error::ErrorBody),
         (status = 413, description = "Request body too large", body = error::ErrorBody),
         (status = 500, description = "Backup creation or upload failed", body = error::ErrorBody)))]
 pub async fn create_backup(
@@ -226,7 +236,11 @@ pub async fn create_backup(
     params(ListQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "One page of backups", body = ListView),
+        (status = 200, description = "One page of backups", body = ListView, example = json!({
+            "backups": [{"backupId": "backup_2026-03-11T12-00-00-000Z", "filename": "backup_2026-03-11T12-00-00-000Z.json.zst",
+                "size": 524288, "cloudinaryUrl": "", "createdAt": "2026-03-11T12:00:00Z",
+                "description": "Pre-deployment backup", "status": "COMPLETED"}],
+            "total": 1, "cloudinaryStats": {"totalSize": 524288, "count": 1}, "nextPageToken": ""})),
         (status = 400, description = "Invalid paging parameters", body = error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
         (status = 403, description = "Not an admin", body = error::ErrorBody)))]
@@ -309,8 +323,16 @@ pub async fn delete_backup(
            ("Range" = Option<String>, Header, description = "bytes=START-END to resume")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The backup file", content_type = "application/json", body = Vec<u8>),
-        (status = 206, description = "Part of the backup file", content_type = "application/json", body = Vec<u8>),
+        (status = 200, description = "The backup file: JSON lines, or gzip/zstd when compressed, or octet-stream when encrypted. A stored file that does not match its recorded sha256 ends the body incomplete.",
+            headers(("ETag" = String, description = "The file's sha256, quoted"),
+                    ("Content-Disposition" = String, description = "attachment; filename=..."),
+                    ("Accept-Ranges" = String, description = "bytes")),
+            content((dto::BackupFile = "application/octet-stream"), (dto::BackupFile = "application/json"),
+                    (dto::BackupFile = "application/gzip"), (dto::BackupFile = "application/zstd"))),
+        (status = 206, description = "Part of the backup file (Range)",
+            headers(("Content-Range" = String, description = "bytes START-END/SIZE")),
+            content((dto::BackupFile = "application/octet-stream"), (dto::BackupFile = "application/json"),
+                    (dto::BackupFile = "application/gzip"), (dto::BackupFile = "application/zstd"))),
         (status = 400, description = "Malformed id", body = error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
         (status = 403, description = "Not an admin", body = error::ErrorBody),

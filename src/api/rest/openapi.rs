@@ -5,10 +5,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dto::{
-    BackupView, CloudinaryStatsView, CreateBackupBody, DeletedView, HealthView, KeptView, ListView,
-    MaintenanceBody, MaintenanceView, MissingDocumentView, ProgressView, PruneBody,
-    PruneFailureView, PruneView, RestoreBody, RestoreView, RetentionView, ScheduleView, VerifyBody,
-    VerifyView,
+    BackupFile, BackupView, CloudinaryStatsView, CreateBackupBody, DeletedView, HealthView,
+    KeptView, ListView, MaintenanceBody, MaintenanceView, MissingDocumentView, ProgressView,
+    PruneBody, PruneFailureView, PruneView, RestoreBody, RestoreView, RetentionView, ScheduleView,
+    VerifyBody, VerifyView,
 };
 use super::error::{ErrorBody, ErrorDetail};
 
@@ -35,13 +35,19 @@ use super::error::{ErrorBody, ErrorDetail};
         super::get_schedule,
     ),
     components(schemas(
-        BackupView, ProgressView, CreateBackupBody, ListView, CloudinaryStatsView, DeletedView,
+        BackupFile, BackupView, ProgressView, CreateBackupBody, ListView, CloudinaryStatsView, DeletedView,
         HealthView, ErrorBody, ErrorDetail, RestoreBody, RestoreView, VerifyBody, VerifyView,
         MaintenanceBody, MaintenanceView, PruneBody, PruneView, KeptView, PruneFailureView,
         RetentionView, ScheduleView, MissingDocumentView
     )),
+    servers((url = "/", description = "The server this document is served from")),
+    security(("bearer" = [])),
     modifiers(&BearerAuth),
-    tags((name = "backups"), (name = "restore"), (name = "health"))
+    tags(
+        (name = "backups", description = "Create, list, download and delete backups"),
+        (name = "restore", description = "Restore, verify and maintenance mode"),
+        (name = "health", description = "Liveness and readiness probes (no token)")
+    )
 )]
 pub struct ApiDoc;
 
