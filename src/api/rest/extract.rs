@@ -97,6 +97,12 @@ impl<T: DeserializeOwned, S: HasGateway + Send + Sync> FromRequest<S> for Strict
                 "request body must be JSON with Content-Type: application/json",
             )));
         }
+        // serde reads structs from arrays too; a body must be an object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError(Error::invalid(
+                "invalid JSON body: expected a JSON object",
+            )));
+        }
         serde_json::from_slice(&bytes)
             .map(StrictJson)
             .map_err(|e| ApiError(Error::invalid(format!("invalid JSON body: {e}"))))

@@ -42,7 +42,7 @@ use super::error::{ErrorBody, ErrorDetail};
     )),
     servers((url = "/", description = "The server this document is served from")),
     security(("bearer" = [])),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &OptionalBodies),
     tags(
         (name = "backups", description = "Create, list, download and delete backups"),
         (name = "restore", description = "Restore, verify and maintenance mode"),
@@ -65,6 +65,25 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Every request body but maintenance's may be left out (an empty body
+/// means `{}`); utoipa marks them all required.
+struct OptionalBodies;
+
+impl Modify for OptionalBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if path == "/api/maintenance" {
+                continue;
+            }
+            for operation in [&mut item.post, &mut item.put].into_iter().flatten() {
+                if let Some(body) = operation.request_body.as_mut() {
+                    body.required = Some(utoipa::openapi::Required::False);
+                }
+            }
+        }
     }
 }
 
