@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::auth::Authenticator;
+use super::checked_stream::{Expected, Fault, Window, checked};
 use super::convert;
 use crate::backup::restore::{RestoreOptions, RestoreOutcome, RestorePhase, RestoreUpdate};
 use crate::backup::{Backups, CreateRequest, Principal};
@@ -231,34 +232,53 @@ impl BackupService for GrpcApi {
             &request.get_ref().backup_id,
         );
         let offset = request.get_ref().offset;
-        let result = self
-            .core
-            .download(&call.backup_id, offset)
-            .instrument(call.span())
-            .await;
+        // Read from byte 0 whatever the offset: the whole file is hashed
+        // (the prefix is read but not sent) and checked against the record.
+        let result = async {
+            let record = self.core.downloadable(&call.backup_id).await?;
+            if offset > record.size {
+                return Err(crate::error::Error::invalid(format!(
+                    "offset {offset} is past the end of the file ({} bytes)",
+                    record.size
+                )));
+            }
+            self.core.download(&call.backup_id, 0).await
+        }
+        .instrument(call.span())
+        .await;
         let download = call.finish(result)?;
         let record = download.record;
         let meta = proto::DownloadBackupResponse {
             chunk: Default::default(),
-            offset: download.offset,
+            offset,
             filename: record.filename.clone(),
             size: record.size,
             sha256: record.sha256.clone(),
             content_type: record.content_type().into(),
         };
         // An empty remainder (offset == size) still sends the metadata message.
-        if record.size == download.offset {
+        if record.size == offset {
             return Ok(Response::new(Box::pin(futures::stream::once(async move {
                 Ok(meta)
             }))));
         }
+        let window = Window::verified_tail(
+            offset,
+            Expected {
+                size: record.size,
+                sha256: record.sha256.clone(),
+            },
+        );
         let mut first = Some(meta);
-        let mut offset = download.offset;
-        let chunks = download.stream.map(move |chunk| {
-            let chunk = chunk.map_err(Status::from)?;
+        let mut sent = offset;
+        let chunks = checked(download.stream, window).map(move |chunk| {
+            let chunk = chunk.map_err(|fault| match fault {
+                Fault::Storage(e) => Status::from(e),
+                Fault::DataLoss(message) => Status::data_loss(message),
+            })?;
             let mut message = first.take().unwrap_or_default();
-            message.offset = offset;
-            offset += chunk.len() as u64;
+            message.offset = sent;
+            sent += chunk.len() as u64;
             telemetry::downloaded(chunk.len() as u64);
             message.chunk = chunk;
             Ok(message)

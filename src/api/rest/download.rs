@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
+use crate::api::checked_stream::{Expected, Fault, Window, checked};
 use crate::backup::Download;
 use crate::backup::record::BackupRecord;
 
@@ -130,26 +131,48 @@ pub fn head_response(record: &BackupRecord, range: Option<ByteRange>) -> (Status
     (status, headers)
 }
 
-/// Streams the opened download, cut to `length` bytes.
+/// Where to open the stored file for `range` of a file of `size` bytes.
+/// A read that reaches the end of the file starts at byte 0, so the whole
+/// file is hashed (the prefix is read but not sent); a range that ends
+/// earlier is read from its start and only capped.
+pub fn read_offset(range: Option<ByteRange>, size: u64) -> u64 {
+    match range {
+        Some(r) if !reaches_end(r, size) => r.start,
+        _ => 0,
+    }
+}
+
+fn reaches_end(range: ByteRange, size: u64) -> bool {
+    range.end + 1 >= size
+}
+
+/// Streams the opened download (opened at `read_offset`): never more than
+/// the recorded size, and a whole-file read is checked against the recorded
+/// sha256. On a mismatch the body errors before its last chunk, so the
+/// client sees an incomplete transfer, never a clean end.
 pub fn body_response(download: Download, range: Option<ByteRange>) -> Response {
     let (status, headers) = head_response(&download.record, range);
-    let length = range
-        .map(|r| r.end - r.start + 1)
-        .unwrap_or(download.record.size);
-    let stream = download.stream.scan(length, |remaining, chunk| {
-        let item = match chunk {
-            Ok(_) if *remaining == 0 => None,
-            Ok(mut bytes) => {
-                if bytes.len() as u64 > *remaining {
-                    bytes.truncate(*remaining as usize);
-                }
-                *remaining -= bytes.len() as u64;
-                crate::telemetry::downloaded(bytes.len() as u64);
-                Some(Ok::<_, std::io::Error>(bytes))
+    let size = download.record.size;
+    let window = match range {
+        Some(r) if !reaches_end(r, size) => Window::capped(download.offset, r.end + 1),
+        _ => Window::verified_tail(
+            range.map(|r| r.start).unwrap_or(0),
+            Expected {
+                size,
+                sha256: download.record.sha256.clone(),
+            },
+        ),
+    };
+    let stream = checked(download.stream, window).map(|item| {
+        if let Ok(bytes) = &item {
+            crate::telemetry::downloaded(bytes.len() as u64);
+        }
+        item.map_err(|fault| match fault {
+            Fault::Storage(e) => std::io::Error::other(e.message),
+            Fault::DataLoss(message) => {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, message)
             }
-            Err(e) => Some(Err(std::io::Error::other(e.message))),
-        };
-        futures::future::ready(item)
+        })
     });
     (status, headers, Body::from_stream(stream)).into_response()
 }

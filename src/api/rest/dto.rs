@@ -22,6 +22,7 @@ pub struct CreateBackupBody {
     pub run_async: Option<bool>,
     /// none, gzip or zstd (default: the server's setting).
     #[serde(default)]
+    #[schema(pattern = r"^(|none|gzip|gz|zstd|zst)$", example = "zstd")]
     pub compression: Option<String>,
 }
 
@@ -185,7 +186,8 @@ impl From<ListPage> for ListView {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// At most 1,000; default 100.
+    /// Page size, 1 to 1,000 (more is refused with 400); absent or 0: 100.
+    #[param(minimum = 0, maximum = 1000, example = 20)]
     pub page_size: Option<u32>,
     /// nextPageToken of the previous page.
     pub page_token: Option<String>,
@@ -452,4 +454,37 @@ impl From<crate::backup::schedule::ScheduleStatus> for ScheduleView {
             retention: RetentionView::from(&s.retention),
         }
     }
+}
+
+/// The backup file's bytes, as stored (documented as a binary file).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct BackupFile(pub Vec<u8>);
+
+/// A completed backup record, as the create and get operations show it.
+pub fn backup_example() -> serde_json::Value {
+    serde_json::json!({
+        "backupId": "backup_2026-03-11T12-00-00-000Z",
+        "filename": "backup_2026-03-11T12-00-00-000Z.json.zst",
+        "size": 524288, "cloudinaryUrl": "", "createdAt": "2026-03-11T12:00:00Z",
+        "description": "Pre-deployment backup", "status": "COMPLETED", "error": "",
+        "sha256": "41c78b516fdd0ef2ed5e4103cb1af95fb89e93c3ff81a8873a9e6109872e139b",
+        "includeDocuments": true, "rowCounts": {"member": 20000},
+        "progress": {"rowsDone": 20000, "bytesWritten": 524288, "tablesDone": 1,
+                     "tablesTotal": 1, "currentTable": ""},
+        "completedAt": "2026-03-11T12:00:02.512Z", "trigger": "manual",
+        "sourceEngine": "postgres", "sourceVersion": "16.4", "formatVersion": 1,
+        "compression": "zstd", "encryptionKeyId": "", "contentType": "application/zstd",
+        "documentCount": 0, "documentBytes": 0, "warningCount": 0, "missingDocuments": []
+    })
+}
+
+/// One page of the list operation.
+pub fn list_example() -> serde_json::Value {
+    serde_json::json!({
+        "backups": [backup_example()],
+        "total": 1,
+        "cloudinaryStats": {"totalSize": 524288, "count": 1},
+        "nextPageToken": ""
+    })
 }

@@ -122,6 +122,7 @@ async fn method_not_allowed(method: http::Method) -> Response {
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "health",
+    security(()),
     responses((status = 200, description = "The process lives", body = HealthView)))]
 pub async fn healthz() -> Json<HealthView> {
     Json(HealthView {
@@ -132,7 +133,7 @@ pub async fn healthz() -> Json<HealthView> {
 
 /// Database and storage answer (a ping, a storage write and delete). Says
 /// only ready or not: the reason is for admins (`/api/status/ready`).
-#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses(
     (status = 200, description = "Ready", body = HealthView),
     (status = 503, description = "Database or storage unavailable (no details)", body = error::ErrorBody)))]
 pub async fn readyz(State(g): State<Shared>) -> Result<Json<HealthView>, ApiError> {
@@ -214,15 +215,16 @@ async fn create(
 
 /// Create a backup (waits for completion unless `async`).
 #[utoipa::path(post, path = "/api/backup/create", tag = "backups",
-    request_body = CreateBackupBody,
+    request_body(content = CreateBackupBody, description = "Optional: an empty body means {}", example = json!({"description": "Pre-deployment backup", "includeDocuments": true})),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Backup completed", body = BackupView),
+        (status = 201, description = "Backup completed", body = BackupView, example = dto::backup_example),
         (status = 202, description = "Backup started (async); Location points to the record", body = BackupView),
         (status = 400, description = "Invalid input", body = error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
         (status = 403, description = "Not an admin", body = error::ErrorBody),
         (status = 408, description = "Request body too slow", body = error::ErrorBody),
+        (status = 409, description = "Maintenance mode is on", body = error::ErrorBody),
         (status = 413, description = "Request body too large", body = error::ErrorBody),
         (status = 500, description = "Backup creation or upload failed", body = error::ErrorBody)))]
 pub async fn create_backup_documented(
@@ -235,14 +237,16 @@ pub async fn create_backup_documented(
 
 /// Create a backup (same as /api/backup/create).
 #[utoipa::path(post, path = "/api/backup", tag = "backups",
-    request_body = CreateBackupBody,
+    request_body(content = CreateBackupBody, description = "Optional: an empty body means {}", example = json!({"description": "Pre-deployment backup", "includeDocuments": true})),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Backup completed", body = BackupView),
+        (status = 201, description = "Backup completed", body = BackupView, example = dto::backup_example),
         (status = 202, description = "Backup started (async)", body = BackupView),
         (status = 400, description = "Invalid input", body = error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
         (status = 403, description = "Not an admin", body = error::ErrorBody),
+        (status = 408, description = "Request body too slow", body = error::ErrorBody),
+        (status = 409, description = "Maintenance mode is on", body = error::ErrorBody),
         (status = 413, description = "Request body too large", body = error::ErrorBody),
         (status = 500, description = "Backup creation or upload failed", body = error::ErrorBody)))]
 pub async fn create_backup(
@@ -258,7 +262,7 @@ pub async fn create_backup(
     params(ListQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "One page of backups", body = ListView),
+        (status = 200, description = "One page of backups", body = ListView, example = dto::list_example),
         (status = 400, description = "Invalid paging parameters", body = error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
         (status = 403, description = "Not an admin", body = error::ErrorBody)))]
@@ -269,6 +273,15 @@ pub async fn list_backups(
 ) -> Result<Json<ListView>, ApiError> {
     let Query(query) =
         query.map_err(|e| ApiError(Error::invalid(format!("invalid query: {e}"))))?;
+    // The documented bound: larger pages are refused, not silently cut.
+    if let Some(size) = query.page_size
+        && size as usize > crate::backup::MAX_PAGE_SIZE
+    {
+        return Err(ApiError(Error::invalid(format!(
+            "pageSize {size} is over the maximum of {}",
+            crate::backup::MAX_PAGE_SIZE
+        ))));
+    }
     let result = g
         .core
         .list(
@@ -283,10 +296,10 @@ pub async fn list_backups(
 
 /// One backup, with status and progress.
 #[utoipa::path(get, path = "/api/backup/{backupId}", tag = "backups",
-    params(("backupId" = String, Path, description = "Backup identifier")),
+    params(("backupId" = String, Path, description = "Backup identifier", pattern = r"^backup_[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3])-[0-5][0-9]-[0-5][0-9]-[0-9]{3}Z$")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The backup", body = BackupView),
+        (status = 200, description = "The backup", body = BackupView, example = dto::backup_example),
         (status = 400, description = "Malformed id", body = error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
         (status = 403, description = "Not an admin", body = error::ErrorBody),
@@ -307,7 +320,7 @@ pub async fn get_backup(
 
 /// Delete a backup permanently.
 #[utoipa::path(delete, path = "/api/backup/{backupId}", tag = "backups",
-    params(("backupId" = String, Path, description = "Backup identifier")),
+    params(("backupId" = String, Path, description = "Backup identifier", pattern = r"^backup_[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3])-[0-5][0-9]-[0-5][0-9]-[0-9]{3}Z$")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Deleted", body = DeletedView),
@@ -337,12 +350,20 @@ pub async fn delete_backup(
 
 /// Download the backup file (supports Range).
 #[utoipa::path(get, path = "/api/backup/download/{backupId}", tag = "backups",
-    params(("backupId" = String, Path, description = "Backup identifier"),
+    params(("backupId" = String, Path, description = "Backup identifier", pattern = r"^backup_[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3])-[0-5][0-9]-[0-5][0-9]-[0-9]{3}Z$"),
            ("Range" = Option<String>, Header, description = "bytes=START-END to resume")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The backup file", content_type = "application/json", body = Vec<u8>),
-        (status = 206, description = "Part of the backup file", content_type = "application/json", body = Vec<u8>),
+        (status = 200, description = "The backup file: JSON lines, or gzip/zstd when compressed, or octet-stream when encrypted. A stored file that does not match its recorded sha256 ends the body incomplete.",
+            headers(("ETag" = String, description = "The file's sha256, quoted"),
+                    ("Content-Disposition" = String, description = "attachment; filename=..."),
+                    ("Accept-Ranges" = String, description = "bytes")),
+            content((dto::BackupFile = "application/octet-stream"), (serde_json::Value = "application/json"),
+                    (dto::BackupFile = "application/gzip"), (dto::BackupFile = "application/zstd"))),
+        (status = 206, description = "Part of the backup file (Range)",
+            headers(("Content-Range" = String, description = "bytes START-END/SIZE")),
+            content((dto::BackupFile = "application/octet-stream"), (serde_json::Value = "application/json"),
+                    (dto::BackupFile = "application/gzip"), (dto::BackupFile = "application/zstd"))),
         (status = 400, description = "Malformed id", body = error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = error::ErrorBody),
         (status = 403, description = "Not an admin", body = error::ErrorBody),
@@ -370,7 +391,7 @@ pub async fn download_backup(
         RangeRequest::Full => None,
         RangeRequest::Partial(r) => Some(r),
     };
-    let offset = range.map(|r| r.start).unwrap_or(0);
+    let offset = download::read_offset(range, record.size);
     let opened = g
         .core
         .download(&backup_id, offset)
@@ -405,8 +426,8 @@ pub async fn head_backup(
 /// Restore a backup into the configured database (or `targetUrl`), in one
 /// transaction. Needs maintenance mode.
 #[utoipa::path(post, path = "/api/backup/{backupId}/restore", tag = "restore",
-    params(("backupId" = String, Path, description = "Backup identifier")),
-    request_body = RestoreBody,
+    params(("backupId" = String, Path, description = "Backup identifier", pattern = r"^backup_[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3])-[0-5][0-9]-[0-5][0-9]-[0-9]{3}Z$")),
+    request_body(content = RestoreBody, description = "Optional: an empty body means {}"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Restored (or dry run passed)", body = RestoreView),
@@ -456,8 +477,8 @@ pub async fn restore_backup(
 
 /// Re-read a stored backup and check it; optionally test-restore it.
 #[utoipa::path(post, path = "/api/backup/{backupId}/verify", tag = "restore",
-    params(("backupId" = String, Path, description = "Backup identifier")),
-    request_body = VerifyBody,
+    params(("backupId" = String, Path, description = "Backup identifier", pattern = r"^backup_[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3])-[0-5][0-9]-[0-5][0-9]-[0-9]{3}Z$")),
+    request_body(content = VerifyBody, description = "Optional: an empty body means {}"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Verification report (ok tells the verdict)", body = VerifyView),
@@ -522,7 +543,7 @@ pub async fn set_maintenance(
 
 /// Apply the retention policy now, or with `dryRun` list what would go.
 #[utoipa::path(post, path = "/api/backup/prune", tag = "backups",
-    request_body = PruneBody,
+    request_body(content = PruneBody, description = "Optional: an empty body means {}"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "What was deleted (or would be) and what is kept, with reasons; failed deletions are listed and did not stop the others", body = PruneView),

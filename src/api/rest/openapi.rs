@@ -5,10 +5,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dto::{
-    BackupView, CloudinaryStatsView, CreateBackupBody, DeletedView, HealthView, KeptView, ListView,
-    MaintenanceBody, MaintenanceView, MissingDocumentView, ProgressView, PruneBody,
-    PruneFailureView, PruneView, RestoreBody, RestoreView, RetentionView, ScheduleView, VerifyBody,
-    VerifyView,
+    BackupFile, BackupView, CloudinaryStatsView, CreateBackupBody, DeletedView, HealthView,
+    KeptView, ListView, MaintenanceBody, MaintenanceView, MissingDocumentView, ProgressView,
+    PruneBody, PruneFailureView, PruneView, RestoreBody, RestoreView, RetentionView, ScheduleView,
+    VerifyBody, VerifyView,
 };
 use super::error::{ErrorBody, ErrorDetail};
 
@@ -36,13 +36,19 @@ use super::error::{ErrorBody, ErrorDetail};
         super::get_schedule,
     ),
     components(schemas(
-        BackupView, ProgressView, CreateBackupBody, ListView, CloudinaryStatsView, DeletedView,
+        BackupFile, BackupView, ProgressView, CreateBackupBody, ListView, CloudinaryStatsView, DeletedView,
         HealthView, ErrorBody, ErrorDetail, RestoreBody, RestoreView, VerifyBody, VerifyView,
         MaintenanceBody, MaintenanceView, PruneBody, PruneView, KeptView, PruneFailureView,
         RetentionView, ScheduleView, MissingDocumentView
     )),
-    modifiers(&BearerAuth),
-    tags((name = "backups"), (name = "restore"), (name = "health"))
+    servers((url = "/", description = "The server this document is served from")),
+    security(("bearer" = [])),
+    modifiers(&BearerAuth, &OptionalBodies),
+    tags(
+        (name = "backups", description = "Create, list, download and delete backups"),
+        (name = "restore", description = "Restore, verify and maintenance mode"),
+        (name = "health", description = "Liveness and readiness probes (no token)")
+    )
 )]
 pub struct ApiDoc;
 
@@ -60,6 +66,25 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Every request body but maintenance's may be left out (an empty body
+/// means `{}`); utoipa marks them all required.
+struct OptionalBodies;
+
+impl Modify for OptionalBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if path == "/api/maintenance" {
+                continue;
+            }
+            for operation in [&mut item.post, &mut item.put].into_iter().flatten() {
+                if let Some(body) = operation.request_body.as_mut() {
+                    body.required = Some(utoipa::openapi::Required::False);
+                }
+            }
+        }
     }
 }
 
