@@ -8,6 +8,7 @@ pub mod order;
 pub mod pg_copy;
 pub mod pg_load;
 pub mod pg_restore;
+pub mod pg_schema;
 pub mod postgres;
 pub mod sqlite;
 pub mod sqlite_restore;
