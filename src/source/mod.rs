@@ -20,8 +20,7 @@ use async_trait::async_trait;
 use crate::error::{Error, Result};
 pub use crate::schema::{
     ColumnSchema, DumpSink, ForeignKey, RowSource, SourceInfo, TableProgress, TableSchema,
-    ValueEncoding,
-    push_json_escaped_byte, push_json_string, quote_ident,
+    ValueEncoding, push_json_escaped_byte, push_json_string, quote_ident,
 };
 
 /// How long a reachability check may wait for the database.
