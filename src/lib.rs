@@ -1,8 +1,18 @@
 //! backup-service: application-level backups of a relational database,
 //! served over gRPC and REST.
 //!
-//! The domain core (`backup`, `format`, `source`, `storage`) knows nothing of
-//! transports; `api` holds the thin gRPC and REST adapters over it.
+//! Rooms, from the ground floor up:
+//! - `schema`: the vocabulary every floor speaks (tables, columns, progress,
+//!   the dump sink, JSON/SQL quoting). Imports nothing of the others.
+//! - `format`: the backup file (writer, verifying reader, codecs).
+//! - `source`: database engines (`Engine::of(url)`), their readers, restore
+//!   loaders and slot leases; `storage`: one trait, local/S3/Cloudinary.
+//! - `documents`: includeDocuments (columns, SSRF guard, fetcher).
+//! - `backup`: the domain core (jobs, catalog, restore driver, schedule,
+//!   retention). Knows no transport and no engine.
+//! - `api`: thin gRPC and REST adapters, one auth check, one error table.
+//! - `config` (settings), `keyring`, `cli` (subcommands), `app` (wiring),
+//!   `telemetry` (metrics, audit), `redact`.
 
 pub mod api;
 pub mod app;
