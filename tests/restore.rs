@@ -1644,3 +1644,80 @@ async fn postgres_edge_cases_round_trip() {
     pool.close().await;
     server.shutdown().await;
 }
+
+/// Points backup A's manifest at backup B's file (object, sha256 and size
+/// made to match), as anyone who can write to the storage could.
+fn forge_manifest(storage: &Path, a: &str, b: &str) {
+    let read = |id: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(storage.join(format!("{id}.manifest.json")))
+            .expect("read manifest");
+        serde_json::from_str(&text).expect("manifest is JSON")
+    };
+    let mut forged = read(a);
+    let other = read(b);
+    for field in ["objectName", "sha256", "size", "filename"] {
+        forged["record"][field] = other["record"][field].clone();
+    }
+    std::fs::write(
+        storage.join(format!("{a}.manifest.json")),
+        serde_json::to_vec_pretty(&forged).expect("encode"),
+    )
+    .expect("write forged manifest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_dry_run_refuse_a_file_that_names_another_backup() {
+    let dir = temp_dir();
+    let db = sqlite_url(dir.path());
+    seed_small_sqlite(&db).await;
+    let storage = dir.path().join("backups");
+    let cfg = config(&db, &storage);
+    let server = start(&cfg).await;
+    let mut client = admin_client(server.grpc_addr).await;
+    let a = backup_now(&mut client, "a").await;
+    let b = backup_now(&mut client, "b").await;
+    server.shutdown().await;
+    forge_manifest(&storage, &a.backup_id, &b.backup_id);
+
+    let server = start(&cfg).await;
+    let mut client = admin_client(server.grpc_addr).await;
+    let report = common::verify(&mut client, &a.backup_id).await;
+    assert!(
+        !report.ok,
+        "a file of another backup must not verify: {report:?}"
+    );
+    assert!(
+        report.problems.iter().any(|p| p.contains(&b.backup_id)),
+        "{:?}",
+        report.problems
+    );
+
+    set_maintenance(&mut client, true, "dry run").await;
+    let refused = client
+        .restore_backup(RestoreBackupRequest {
+            backup_id: a.backup_id.clone(),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await;
+    let message = match refused {
+        Err(status) => status.message().to_string(),
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            let mut error = None;
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    Err(status) => {
+                        error = Some(status.message().to_string());
+                        break;
+                    }
+                }
+            }
+            error.expect("the dry run must fail")
+        }
+    };
+    assert!(message.contains(&b.backup_id), "{message}");
+    server.shutdown().await;
+}

@@ -149,6 +149,18 @@ pub async fn check_file(
     Ok((header, trailer.row_counts, sha, size))
 }
 
+/// The file's header must name the backup the record is about: a manifest
+/// pointed at another backup's file is refused, not verified.
+fn check_header_names(record: &BackupRecord, header: &Header) -> Result<()> {
+    if header.backup_id != record.backup_id {
+        return Err(corrupt(format!(
+            "the stored file holds backup {}, not {}",
+            header.backup_id, record.backup_id
+        )));
+    }
+    Ok(())
+}
+
 fn check_against_record(record: &BackupRecord, sha: &str, size: u64) -> Result<()> {
     if sha != record.sha256 || size != record.size {
         return Err(corrupt(format!(
@@ -292,6 +304,7 @@ impl Backups {
             let (header, counts, sha, size) =
                 check_file(stream, &self.codec.keys, record.encrypted()).await?;
             check_against_record(&record, &sha, size)?;
+            check_header_names(&record, &header)?;
             let _ = updates.try_send(RestoreUpdate::phase(
                 RestorePhase::CheckingSchema,
                 "comparing schemas",
@@ -401,12 +414,7 @@ impl Backups {
         let target_schema = async {
             let stream = self.storage.read(&record.object_name, 0).await?;
             let header = read_header(stream, &self.codec.keys, record.encrypted()).await?;
-            if header.backup_id != record.backup_id {
-                return Err(corrupt(format!(
-                    "the stored file holds backup {}, not {}",
-                    header.backup_id, record.backup_id
-                )));
-            }
+            check_header_names(record, &header)?;
             let _ = updates.try_send(RestoreUpdate::phase(
                 RestorePhase::CheckingSchema,
                 "comparing schemas while the file is verified",
@@ -453,6 +461,9 @@ impl Backups {
                         "stored file has sha256 {sha} ({size} bytes), the catalog records {} ({} bytes)",
                         record.sha256, record.size
                     ));
+                }
+                if let Err(e) = check_header_names(&record, &header) {
+                    report.problems.push(e.message);
                 }
                 (Some(header), counts)
             }
