@@ -94,8 +94,11 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
     restore_last_success_metric(&core).await;
 
     let (secret, dev_token) = match &config.jwt_secret {
-        Some(secret) if !secret.is_empty() => (secret.as_bytes().to_vec(), None),
-        _ => {
+        Some(secret) => {
+            crate::config::check_jwt_secret(secret)?;
+            (secret.as_bytes().to_vec(), None)
+        }
+        None => {
             let secret: [u8; 32] = rand::random();
             let secret = hex::encode(secret).into_bytes();
             let auth = Authenticator::new(&secret, &config.admin_roles)?;
@@ -116,8 +119,9 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
     let auth = Arc::new(Authenticator::new(&secret, &config.admin_roles)?);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let grpc_listener = bind(config.grpc_addr, "gRPC").await?;
-    let http_listener = bind(config.http_addr, "HTTP").await?;
+    let dev_mode = dev_token.is_some();
+    let grpc_listener = bind(listen_addr(config, config.grpc_addr, dev_mode), "gRPC").await?;
+    let http_listener = bind(listen_addr(config, config.http_addr, dev_mode), "HTTP").await?;
     let grpc_addr = local_addr(&grpc_listener)?;
     let http_addr = local_addr(&http_listener)?;
 
@@ -221,6 +225,21 @@ async fn restore_last_success_metric(core: &Backups) {
         }
         token = page.next_page_token;
     }
+}
+
+/// Dev mode hands out an admin token for a secret nobody chose: it listens
+/// on loopback only, unless DEV_LISTEN_ALL says otherwise.
+fn listen_addr(config: &ServeConfig, addr: SocketAddr, dev_mode: bool) -> SocketAddr {
+    if dev_mode && addr.ip().is_unspecified() && !config.dev_listen_all {
+        let loopback: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        tracing::warn!(%addr, "dev mode: bound to loopback only (set JWT_SECRET, or DEV_LISTEN_ALL=true)");
+        return SocketAddr::new(loopback, addr.port());
+    }
+    addr
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {

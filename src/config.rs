@@ -58,9 +58,20 @@ pub struct ServeConfig {
     /// REST gateway listen address.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
-    /// HS256 secret for bearer tokens. Unset: a random one is generated (dev mode).
+    /// HS256 secret for bearer tokens, at least 32 bytes (e.g. `openssl rand
+    /// -hex 32`). Unset: a random one is generated (dev mode, loopback only).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// In dev mode, listen on the configured addresses even when they are
+    /// not loopback.
+    #[arg(
+        long,
+        env = "DEV_LISTEN_ALL",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub dev_listen_all: bool,
     /// Roles allowed to manage backups, comma-separated.
     #[arg(
         long,
@@ -170,6 +181,28 @@ pub struct ServeConfig {
     /// unset: restores do not write documents.
     #[arg(long, env = "DOCUMENT_RESTORE_ROOT")]
     pub document_restore_root: Option<std::path::PathBuf>,
+}
+
+/// Shortest JWT_SECRET accepted: HS256 wants a key of at least its 256-bit
+/// output; a short one can be guessed offline from any token.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Refuses an empty or short JWT_SECRET with a message that says what to do.
+pub fn check_jwt_secret(secret: &str) -> Result<()> {
+    if secret.is_empty() {
+        return Err(Error::invalid(
+            "JWT_SECRET is set but empty; set a secret of at least 32 bytes \
+             (e.g. `openssl rand -hex 32`), or unset it for dev mode",
+        ));
+    }
+    if secret.len() < MIN_JWT_SECRET_BYTES {
+        return Err(Error::invalid(format!(
+            "JWT_SECRET is {} bytes; it must be at least {MIN_JWT_SECRET_BYTES} \
+             (e.g. `openssl rand -hex 32`)",
+            secret.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Where backups go when neither STORAGE_URL nor CLOUDINARY_URL is set.

@@ -86,9 +86,7 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
 }
 
 fn token(args: TokenArgs) -> Result<(), String> {
-    if args.jwt_secret.is_empty() {
-        return Err("JWT_SECRET is empty".into());
-    }
+    backup_service::config::check_jwt_secret(&args.jwt_secret).map_err(|e| e.message)?;
     let auth = backup_service::api::auth::Authenticator::new(args.jwt_secret.as_bytes(), &[])
         .map_err(|e| e.message)?;
     let token = auth

@@ -142,7 +142,7 @@ async fn dev_mode_prints_a_working_admin_token_and_never_serves_unauthenticated(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_command_and_secrets_stay_out_of_logs() {
-    let secret = "process-test-secret-value";
+    let secret = "process-test-secret-value-long-enough-for-hs256-keys";
     let out = Command::new(BIN)
         .args([
             "token",
@@ -220,7 +220,7 @@ fn cli(args: &[&str], server: &Server, token: &str) -> (bool, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_create_maintenance_restore_verify_and_offline_restore() {
-    let secret = "cli-test-secret";
+    let secret = "cli-test-secret-long-enough-for-hs256-keys";
     let token = Authenticator::new(secret.as_bytes(), &[])
         .unwrap()
         .issue("1", "", "ADMIN", Duration::from_secs(600))
@@ -352,7 +352,7 @@ fn metric(text: &str, name_and_labels: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_and_admin_actions_are_audited() {
-    let secret = "metrics-test-secret";
+    let secret = "metrics-test-secret-long-enough-for-hs256-keys";
     let token = Authenticator::new(secret.as_bytes(), &[])
         .unwrap()
         .issue(
@@ -473,4 +473,75 @@ async fn metrics_move_and_admin_actions_are_audited() {
     find("delete", "ok");
     let refused = find("authenticate", "refused");
     assert_eq!(refused["fields"]["code"], "UNAUTHENTICATED");
+}
+
+/// Runs `serve` with `env` and expects it to refuse to start.
+fn refused_start(env: &[(&str, &str)]) -> String {
+    let dir = temp_dir();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .env_remove("JWT_SECRET")
+        .env("DATABASE_URL", sqlite_url(dir.path()))
+        .env("STORAGE_URL", dir.path().join("backups"))
+        .env("GRPC_ADDR", "127.0.0.1:0")
+        .env("HTTP_ADDR", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started with a weak secret");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "a weak secret must stop the start");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    stderr
+}
+
+#[test]
+fn weak_or_empty_jwt_secrets_are_refused_at_start() {
+    let short = refused_start(&[("JWT_SECRET", "change-me")]);
+    assert!(short.contains("at least 32"), "{short}");
+    assert!(
+        !short.contains("change-me"),
+        "the secret is not echoed: {short}"
+    );
+    let empty = refused_start(&[("JWT_SECRET", "")]);
+    assert!(empty.contains("empty"), "{empty}");
+    let token = Command::new(BIN)
+        .args(["token", "--role", "ADMIN"])
+        .env("JWT_SECRET", "12345")
+        .output()
+        .expect("binary runs");
+    assert!(!token.status.success(), "token refuses a short secret too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_listens_on_loopback_unless_told_otherwise() {
+    let wildcard = [
+        ("GRPC_ADDR", "0.0.0.0:0".to_string()),
+        ("HTTP_ADDR", "0.0.0.0:0".to_string()),
+    ];
+    let server = spawn(&["serve"], &wildcard);
+    assert!(server.grpc.ip().is_loopback(), "{}", server.grpc);
+    assert!(server.http.ip().is_loopback(), "{}", server.http);
+    drop(server);
+    let mut all = wildcard.to_vec();
+    all.push(("DEV_LISTEN_ALL", "true".to_string()));
+    let server = spawn(&["serve"], &all);
+    assert!(server.grpc.ip().is_unspecified(), "{}", server.grpc);
 }

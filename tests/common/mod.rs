@@ -14,7 +14,7 @@ use backup_service::proto::backup_service_client::BackupServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-pub const SECRET: &str = "integration-test-secret";
+pub const SECRET: &str = "integration-test-secret-of-32-bytes-or-more";
 
 pub fn pg_admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
