@@ -80,6 +80,15 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
              an admin token valid for 24h follows on stdout"
         );
         println!("{token}");
+        tracing::info!(
+            grpc = %running.grpc_addr,
+            http = %running.http_addr,
+            "next step: export BACKUP_TOKEN=<the token above>, then \
+             `curl -H \"Authorization: Bearer $BACKUP_TOKEN\" http://{}/api/backup` or \
+             `backup-service create --server http://{}`",
+            running.http_addr,
+            running.grpc_addr
+        );
     }
     running.wait_for_signal().await;
     Ok(())

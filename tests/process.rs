@@ -126,6 +126,10 @@ async fn dev_mode_prints_a_working_admin_token_and_never_serves_unauthenticated(
         assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
         let logs = server.logs();
         assert!(logs.contains("dev mode"), "warning logged: {logs}");
+        assert!(
+            logs.contains("next step") && logs.contains(&server.http.to_string()),
+            "the next step names the HTTP address: {logs}"
+        );
         let mut client = client_with(server.grpc, Some(format!("Bearer {token}"))).await;
         client
             .list_backups(ListBackupsRequest::default())
