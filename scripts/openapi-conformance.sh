@@ -16,12 +16,10 @@ if [ ! -x "$redocly" ]; then
   log "installing @redocly/cli under target/tools"
   npm install --silent --no-audit --no-fund --prefix "$root/target/tools" @redocly/cli >/dev/null
 fi
-venv="$root/target/venv"
-if [ ! -x "$venv/bin/schemathesis" ]; then
-  log "installing schemathesis into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q schemathesis
-fi
+# shellcheck source=scripts/python-venv.sh
+source "$root/scripts/python-venv.sh"
+ensure_python_packages schemathesis=schemathesis
+venv="$PYTHON_VENV"
 
 cargo build --locked --bin backup-service
 work=$(mktemp -d)
