@@ -77,14 +77,6 @@ pub async fn start(config: &ServeConfig) -> Result<Running> {
     let schedule = config.schedule_settings()?;
     let codec = config.codec_settings()?;
     let source = crate::source::open(&config.database_url, config.dump_parallelism).await?;
-    match source.table_count().await {
-        Ok(0) => tracing::warn!(
-            database = %redact_url(&config.database_url),
-            "the database has no tables: backups of it will be empty (is DATABASE_URL the application's database?)"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::debug!(error = %e.message, "could not count tables at start"),
-    }
     let storage =
         crate::storage::open(&config.storage_location(), &config.cloudinary_api_base).await?;
     let core = Backups::open(CoreParts {

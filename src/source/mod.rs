@@ -50,8 +50,6 @@ pub trait Source: Send + Sync {
     async fn dump(&self, sink: &mut dyn DumpSink) -> Result<()>;
     /// How replicas agree on who runs a schedule slot on this database.
     fn slot_lease(&self) -> Arc<dyn lease::SlotLease>;
-    /// User tables the database holds now (a start-up sanity check).
-    async fn table_count(&self) -> Result<u64>;
 }
 
 /// A database a backup can be restored into.

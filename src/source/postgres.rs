@@ -103,20 +103,6 @@ impl Source for PostgresSource {
         super::ping_with_timeout(sqlx::query("SELECT 1").execute(&self.pool)).await
     }
 
-    async fn table_count(&self) -> Result<u64> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_catalog.pg_class c \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('r', 'p') \
-               AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'crdb_internal', 'pg_extension') \
-               AND n.nspname NOT LIKE 'pg_toast%'",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| Error::database("counting tables", &e))?;
-        Ok(count.max(0) as u64)
-    }
-
     fn slot_lease(&self) -> Arc<dyn super::lease::SlotLease> {
         Arc::new(super::lease::AdvisoryLease::new(
             &self.pool.connect_options(),

@@ -61,16 +61,6 @@ impl Source for SqliteSource {
         super::ping_with_timeout(sqlx::query("SELECT 1").execute(&self.pool)).await
     }
 
-    async fn table_count(&self) -> Result<u64> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| Error::database("counting tables", &e))?;
-        Ok(count.max(0) as u64)
-    }
-
     fn slot_lease(&self) -> std::sync::Arc<dyn super::lease::SlotLease> {
         std::sync::Arc::new(super::lease::LocalLease)
     }
