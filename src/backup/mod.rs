@@ -359,12 +359,6 @@ impl Backups {
             .await
             .map(|_| ())
     }
-
-    /// Database and storage both reachable.
-    pub async fn ready(&self) -> Result<()> {
-        self.source.ping().await?;
-        self.storage.check().await
-    }
 }
 
 fn ignore_missing(result: Result<()>) -> Result<()> {
